@@ -1,0 +1,417 @@
+"""The run configuration (typed, loaded from YAML) and the run folder layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from dfhelpers.errors import ConfigError
+
+
+# --- one frozen dataclass per stage -------------------------------------------------------
+# Every number a stage uses lives here, with the reason for its default. Unknown keys and
+# wrong types are errors that name the key and the file.
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """The embedded sample dataset (dfhelpers.sample); ignored unless `enabled`."""
+
+    enabled: bool = False  # generate the sample into data_dirs/test_dir when they are missing
+    seed: int = 0  # same seed -> identical metadata and identical frames
+    preset: Literal["small", "dfdc"] = "small"  # "dfdc": 1920x1080, 30 fps, 10 s (benchmarks)
+    n_parts: int = 2  # DFDC ships 50 parts; two are enough to exercise multi-part metadata
+    videos_per_identity: int = 2  # REAL videos per training identity (different motion/background)
+    fakes_per_real: int = 2  # one face swap and one self-blend per REAL video
+    n_test_identities: int = 3  # identities held out entirely for test_videos/
+    width: int = 320  # "small" preset frame size: faces stay >= 80 px so MTCNN finds them
+    height: int = 240
+    fps: int = 15
+    seconds: float = 2.0
+    blend_strength: float = 1.0  # 0 = invisible manipulation, 1 = default softness/colour/warp
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataConfig:
+    """Reading labelled videos (dfhelpers.metadata)."""
+
+    persons_csv: Optional[str] = None  # CSV video,person: identity groups by person, not by DFDC original
+    strict: bool = False  # True: an entry whose video file is missing is an error, not a warning
+
+
+@dataclasses.dataclass(frozen=True)
+class FacesConfig:
+    """Face detection and cropping (dfhelpers.video, dfhelpers.faces)."""
+
+    sampling: Literal["even", "every_k", "all"] = "even"  # "all" is the original per-frame loop
+    frames_per_video: int = 32  # the DFDC winner's choice: enough faces for a stable video score
+    every_k: int = 10  # used when sampling == "every_k"
+    detect_size: int = 640  # longest side of the copy MTCNN sees; 1080p faces stay >= 40 px
+    thresholds: tuple[float, float, float] = (0.9, 0.9, 0.9)  # the original workflow's P/R/O-net thresholds
+    min_face_size: int = 20  # px on the detection copy; MTCNN's own default
+    min_face_prob: float = 0.9  # crops below this are mostly background
+    margin: int = 50  # px in the output crop, as facenet-pytorch's extract_face
+    crop_size: int = 160  # the original workflow's crop and model input size
+    batch_size: int = 16  # frames per MTCNN call: amortises the P-net pyramid
+    max_faces_per_frame: int = 4  # DFDC videos hold at most a few people
+    track_iou: float = 0.3  # box overlap that keeps a face on the same track between sampled frames
+    jpeg_quality: int = 95  # crops are re-read for training; keep compression artefacts small
+    workers: int = 2  # local processes; each loads MTCNN once
+    torch_threads: int = 1  # per worker: workers x threads should not exceed the cores
+    scheduler: Optional[str] = None  # Dask scheduler address (tcp://host:8786) to run on a cluster
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Balancing and the identity-level split (dfhelpers.dataset)."""
+
+    group_by: Literal["original", "person", "folder"] = "original"  # DFDC relation, persons_csv, or parent folder
+    balance: Literal["per_group", "global", "none"] = "per_group"  # the original: FAKE down to REAL per group
+    drop_groups_without_real: bool = True  # False keeps them (only sensible with balance: none + class weights)
+    val_fraction: float = 0.15  # of groups
+    test_fraction: float = 0.15  # of groups
+    val_groups: list[str] = dataclasses.field(default_factory=list)  # explicit groups override the fractions
+    test_groups: list[str] = dataclasses.field(default_factory=list)
+    frame_level_val: bool = False  # the original 89/11 frame shuffle: leaks, prints a warning
+    frame_level_val_fraction: float = 0.11  # the original rule
+    max_crops_per_video: Optional[int] = None  # cap so long videos do not dominate
+    seed: int = 33  # the original workflow's seed
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Model and fitting (dfhelpers.model, dfhelpers.data, dfhelpers.train)."""
+
+    model_name: str = "detector"  # models/<model_name>.keras, .history.csv, .json
+    backbone: str = "small_cnn"  # see dfhelpers.model.BACKBONES
+    weights: Optional[Literal["imagenet"]] = None  # "imagenet" needs a network on first use
+    head: Literal["flatten", "pool"] = "flatten"  # "flatten" is the original Flatten-Dense512-Dropout head
+    image_size: int = 160  # the original input size
+    batch_size: int = 32
+    epochs: int = 30
+    learning_rate: float = 1.0e-4  # the original Adam step
+    optimizer: Literal["adam", "sgd", "adamw"] = "adam"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    patience: int = 30  # the original early-stopping patience (epochs, on val_loss)
+    dropout: float = 0.5  # the original head's dropout
+    rotation: float = 0.75  # fraction of a full turn: the original rotation_range=270 degrees
+    shift: float = 0.2  # the original width/height_shift_range
+    horizontal_flip: bool = True
+    vertical_flip: bool = True
+    class_weights: Literal["auto", "none"] = "auto"  # "auto": weights only when the split is unbalanced
+    on_bad_crop: Literal["error", "skip"] = "error"  # a missing/corrupt crop: fail naming it, or skip and count
+    cache: bool = True  # keep decoded crops in memory after the first epoch when they fit
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """Video scoring and metrics (dfhelpers.scoring)."""
+
+    aggregation: Literal["trimmed_mean", "mean", "median", "confident"] = "trimmed_mean"
+    trim: int = 5  # the original: drop the 5 lowest and 5 highest face scores
+    min_faces: int = 12  # the original: 11 faces or fewer get the prior
+    prior: float = 0.5  # score of a video without (enough) faces
+    clip: tuple[float, float] = (0.01, 0.99)  # the original clipped exact 0/1; bounds the log loss
+    threshold: float = 0.5  # FAKE when score >= threshold
+    confident_fake: float = 0.8  # "confident": frames above this count as confidently fake
+    confident_share: float = 0.25  # ... and decide the video when at least this share is
+    per_track: Literal["max", "all"] = "max"  # several people: the most suspicious track decides
+    batch_size: int = 64  # faces per model call
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One run: where the data is, where outputs go, and each stage's settings."""
+
+    work_dir: Path
+    data_dirs: tuple[Path, ...]
+    test_dir: Optional[Path] = None
+    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+    metadata: MetadataConfig = dataclasses.field(default_factory=MetadataConfig)
+    faces: FacesConfig = dataclasses.field(default_factory=FacesConfig)
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    source: Optional[Path] = None  # the YAML file this came from (set by load)
+
+    # --- the run folder layout: every path a stage reads or writes ----------------------
+    @property
+    def manifests_dir(self) -> Path:
+        return self.work_dir / "manifests"
+
+    @property
+    def videos_csv(self) -> Path:
+        return self.manifests_dir / "videos.csv"
+
+    @property
+    def faces_csv(self) -> Path:
+        return self.manifests_dir / "faces.csv"
+
+    @property
+    def faces_dir(self) -> Path:
+        return self.work_dir / "faces"
+
+    @property
+    def split_csv(self) -> Path:
+        return self.manifests_dir / "split.csv"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.work_dir / "models"
+
+    @property
+    def model_path(self) -> Path:
+        return self.models_dir / f"{self.train.model_name}.keras"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.models_dir / f"{self.train.model_name}.history.csv"
+
+    @property
+    def model_card(self) -> Path:
+        return self.models_dir / f"{self.train.model_name}.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.models_dir / f"{self.train.model_name}.backup"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.work_dir / "reports"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.reports_dir / "figures"
+
+    @property
+    def train_metrics_json(self) -> Path:
+        return self.reports_dir / "train_metrics.json"
+
+    @property
+    def predictions_csv(self) -> Path:
+        return self.reports_dir / "predictions.csv"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.reports_dir / "metrics.json"
+
+    @property
+    def submission_csv(self) -> Path:
+        return self.reports_dir / "submission.csv"
+
+    @property
+    def test_faces_dir(self) -> Path:
+        return self.work_dir / "test_faces"
+
+    @property
+    def executed_dir(self) -> Path:
+        return self.work_dir / "executed"
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a run configuration from YAML, then apply overrides.
+
+    Relative paths in the file are resolved against the file's own folder, so a config
+    works from any working directory. Overrides use dotted keys (``{"train.epochs": 3}``)
+    or nested dicts, and are type-checked like the file. The environment variable
+    ``DFDETECT_OVERRIDES`` (a YAML/JSON mapping of the same form) is applied between the
+    file and ``overrides``: it lets the test suite run the notebooks unchanged on a smaller
+    run (``make test`` sets it), and a cluster job shift ``work_dir`` without editing files.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown, a value has the
+            wrong type, or a required key (work_dir, data_dirs) is absent.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass the path of a YAML file such as configs/sample.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(err)}); fix the syntax") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
+    merged = _apply_overrides(raw, _env_overrides(), path)
+    merged = _apply_overrides(merged, overrides or {}, path)
+    return from_dict(merged, base_dir=path.parent, source=path)
+
+
+def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Build a Config from a plain dict; relative paths resolve against base_dir."""
+    where = str(source) if source else "<config>"
+    for key in ("work_dir", "data_dirs"):
+        if key not in raw:
+            raise ConfigError(f"{where}: required key {key!r} is missing")
+    values = _build(Config, raw, where, prefix="")
+    values["work_dir"] = _resolve(values["work_dir"], base_dir)
+    values["data_dirs"] = tuple(_resolve(d, base_dir) for d in values["data_dirs"])
+    if values.get("test_dir") is not None:
+        values["test_dir"] = _resolve(values["test_dir"], base_dir)
+    if values["metadata"].persons_csv is not None:
+        persons = str(_resolve(values["metadata"].persons_csv, base_dir))
+        values["metadata"] = dataclasses.replace(values["metadata"], persons_csv=persons)
+    values["source"] = source
+    return Config(**values)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """A plain, YAML/JSON-serialisable dict of the configuration (paths as strings)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+# --- private helpers -------------------------------------------------------------------
+
+ENV_OVERRIDES = "DFDETECT_OVERRIDES"
+
+
+def _env_overrides() -> dict[str, Any]:
+    text = os.environ.get(ENV_OVERRIDES, "").strip()
+    if not text:
+        return {}
+    try:
+        overrides = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"${ENV_OVERRIDES}: not valid YAML/JSON ({_first_line(err)}); fix or unset it") from err
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"${ENV_OVERRIDES}: must be a mapping such as '{{\"train.epochs\": 2}}'; fix or unset it")
+    return overrides
+
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for key, value in _flatten(overrides).items():
+        section, _, leaf = key.rpartition(".")
+        target = merged
+        for part in [p for p in section.split(".") if p]:
+            node = target.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: override {key!r}: {part!r} is not a section")
+            target = node
+        target[leaf] = value
+    return merged
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _build(cls: type, raw: Any, where: str, prefix: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(fields))}"
+        )
+    values: dict[str, Any] = {}
+    for name in fields & set(raw):
+        key = f"{prefix}{name}"
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = hint(**_build(hint, raw[name] or {}, where, prefix=f"{key}."))
+        else:
+            values[name] = _coerce(raw[name], hint, where, key)
+    return values
+
+
+def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
+    """Check value against a type hint; convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    fail = ConfigError(f"{where}: key {key!r} must be {_describe(hint)}, got {value!r}")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where, key)
+            except ConfigError:
+                continue
+        raise fail
+    if origin is Literal:
+        if value in args:
+            return value
+        raise fail
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise fail
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise fail
+            return tuple(_coerce(v, a, where, key) for v, a in zip(value, args))
+        items = [_coerce(v, args[0], where, key) for v in value] if args else list(value)
+        return tuple(items) if origin is tuple else items
+    if hint is Path:
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value)
+        raise fail
+    if hint is float:
+        if isinstance(value, bool):
+            raise fail
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise fail from None
+        raise fail
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail
+    if hint in (str, bool):
+        if isinstance(value, hint):
+            return value
+        raise fail
+    return value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    return {Path: "a path", float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(
+        hint, str(hint)
+    )
+
+
+def _resolve(value: str | Path, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

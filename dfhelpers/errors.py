@@ -1,0 +1,45 @@
+"""Typed exceptions: every message is one line naming the input and what to do."""
+
+
+class DfdetectError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(DfdetectError):
+    """A configuration file or override is malformed."""
+
+
+class MetadataError(DfdetectError):
+    """A DFDC metadata.json (or labels CSV) is malformed or inconsistent."""
+
+
+class SampleSourceError(DfdetectError):
+    """A face photo or video the sample generator needs is not installed."""
+
+
+class VideoReadError(DfdetectError):
+    """A video cannot be opened or decoded."""
+
+
+class CropError(DfdetectError):
+    """A face crop file is missing or corrupt."""
+
+
+class SplitError(DfdetectError):
+    """The balance/split stage cannot satisfy the configuration."""
+
+
+class LeakageError(SplitError):
+    """A group, video or original appears in more than one split."""
+
+
+class MissingWeightsError(DfdetectError):
+    """Pretrained weights are not available (offline, or not downloaded)."""
+
+
+class ModelLoadError(DfdetectError):
+    """A saved model file is missing or cannot be loaded."""
+
+
+class StageOutputMissing(DfdetectError):
+    """A stage needs the output of an earlier stage that has not run."""
