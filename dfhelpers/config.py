@@ -114,16 +114,21 @@ class TrainConfig:
 class ScoreConfig:
     """Video scoring and metrics (dfhelpers.scoring)."""
 
-    aggregation: Literal["trimmed_mean", "mean", "median", "confident"] = "trimmed_mean"
+    aggregation: Literal["trimmed_mean", "mean", "median", "confident"] = "trimmed_mean"  # see scoring.AGGREGATIONS
     trim: int = 5  # the original: drop the 5 lowest and 5 highest face scores
-    min_faces: int = 12  # the original: 11 faces or fewer get the prior
-    prior: float = 0.5  # score of a video without (enough) faces
-    clip: tuple[float, float] = (0.01, 0.99)  # the original clipped exact 0/1; bounds the log loss
+    min_faces: int = 12  # the original: 11 faces or fewer get the prior (applies to every aggregation)
+    prior: float = 0.5  # score of a video without (enough) faces, or one that cannot be read
+    clip: tuple[float, float] = (0.01, 0.99)  # the original's bounds; they bound the log loss of a wrong video
+    clip_exact_only: bool = True  # the original replaced only exact 0 and 1; False clips the whole range
     threshold: float = 0.5  # FAKE when score >= threshold
-    confident_fake: float = 0.8  # "confident": frames above this count as confidently fake
-    confident_share: float = 0.25  # ... and decide the video when at least this share is
-    per_track: Literal["max", "all"] = "max"  # several people: the most suspicious track decides
-    batch_size: int = 64  # faces per model call
+    confident_fake: float = 0.8  # "confident" (the DFDC winner's rule): faces above this are confidently fake
+    confident_share: float = 0.4  # ... and decide the video when more than this share is (winner: len // 2.5)
+    confident_real: float = 0.2  # otherwise faces below this are confidently real
+    confident_real_share: float = 0.9  # ... and decide the video when more than this share is (the winner's 0.9)
+    per_track: Literal["max", "all"] = "max"  # several people: the most suspicious track decides; "all" pools faces
+    batch_size: int = 64  # faces per model call: all faces of a 32-frame video in one or two calls
+    save_crops: bool = True  # keep the scored crops (test_faces/) for the frame-score timeline plots
+    n_timelines: int = 4  # confidently wrong videos shown as frame-score timelines in notebook 05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,12 +326,12 @@ def _build(cls: type, raw: Any, where: str, prefix: str) -> dict[str, Any]:
             f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(fields))}"
         )
     values: dict[str, Any] = {}
-    for name in fields & set(raw):
+    for name in sorted(fields):
         key = f"{prefix}{name}"
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = hint(**_build(hint, raw[name] or {}, where, prefix=f"{key}."))
-        else:
+        if dataclasses.is_dataclass(hint):  # a stage section: absent means all defaults
+            values[name] = hint(**_build(hint, raw.get(name) or {}, where, prefix=f"{key}."))
+        elif name in raw:
             values[name] = _coerce(raw[name], hint, where, key)
     return values
 

@@ -1,0 +1,38 @@
+# dfdetect: README's two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# The test suite runs the notebooks unchanged on the sample, in a run folder of its own and with
+# a short training (dfhelpers.config applies DFDETECT_OVERRIDES on every config.load).
+NBVAL_OVERRIDES := {work_dir: ../runs/nbval, train.epochs: 2}
+
+.PHONY: venv demo test test-unit test-notebooks bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m dfhelpers.sample fetch
+	touch $(STAMP)
+
+demo: venv  ## set up, generate the sample, run notebooks 01..05 (executed copies under runs/sample/executed)
+	$(BIN)/python run_all.py --config configs/sample.yaml
+
+test: venv  ## set up, run the unit tests, then every notebook through nbval
+	$(MAKE) --no-print-directory test-unit test-notebooks
+
+test-unit: venv
+	$(BIN)/python -m pytest tests
+
+test-notebooks: venv
+	DFDETECT_OVERRIDES='$(NBVAL_OVERRIDES)' $(BIN)/python -m pytest --nbval-lax notebooks
+
+bench: venv  ## speed benchmarks on DFDC-sized videos generated from the sample (see benchmarks/)
+	$(BIN)/python -m dfhelpers.sample generate --out runs/bench-videos --preset dfdc --videos 4
+	$(BIN)/python benchmarks/bench_faces.py runs/bench-videos/test_videos
+
+clean:  ## remove run folders and the generated sample (never the venv)
+	rm -rf runs data/sample

@@ -1,0 +1,195 @@
+"""Reading and validating DFDC metadata.json files: the video table and identity groups."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from dfhelpers.errors import MetadataError
+
+LABELS = ("REAL", "FAKE")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+METADATA_NAME = "metadata.json"
+COLUMNS = ["video", "path", "part", "label", "original", "group", "person"]
+
+
+def read_videos(dirs: list[Path] | tuple[Path, ...], persons_csv: str | Path | None = None,
+                strict: bool = False) -> pd.DataFrame:
+    """One row per labelled video across DFDC parts: video, path, part, label, original, group, person.
+
+    `group` is the DFDC identity relation: a FAKE belongs to the group of its original,
+    a REAL is its own group. `person` comes from `persons_csv` (columns video, person)
+    when given, else it is empty.
+
+    Entries whose video file is missing are skipped with one warning per part that counts
+    them (an error when `strict`).
+
+    Raises:
+        MetadataError: a folder or its metadata.json is missing or malformed, a video file has
+            no entry, an entry escapes its folder, or one file name appears in two parts.
+    """
+    if not dirs:
+        raise MetadataError("no data_dirs configured; list the folders that hold metadata.json in the config")
+    parts = [read_part(Path(folder), strict=strict) for folder in dirs]
+    videos = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+    _check_unique_names(videos)
+    if persons_csv is not None:
+        videos = attach_persons(videos, persons_csv)
+    return videos[COLUMNS]
+
+
+def read_part(folder: Path, strict: bool = False) -> pd.DataFrame:
+    """The videos of one DFDC part folder (its metadata.json), with the checks of read_videos."""
+    folder = Path(folder).resolve()
+    meta_path = folder / METADATA_NAME
+    if not folder.is_dir():
+        raise MetadataError(f"{folder}: data folder not found; check data_dirs/test_dir in the config")
+    if not meta_path.is_file():
+        raise MetadataError(f"{meta_path}: missing; every data folder needs the metadata.json that labels its videos")
+    entries = _load_entries(meta_path)
+    rows = [_entry_row(meta_path, name, entry) for name, entry in entries.items()]
+    videos = pd.DataFrame(rows, columns=COLUMNS[:-1]).assign(person="")
+    _check_unlisted_files(folder, meta_path, set(entries))
+    return _drop_missing_files(videos, meta_path, strict)
+
+
+def list_videos(folder: Path) -> pd.DataFrame:
+    """The videos of a folder to score: labelled by its metadata.json when one exists.
+
+    Without metadata.json every video file is listed with an empty label, so unlabelled
+    videos can still be scored.
+    """
+    folder = Path(folder).resolve()
+    if (folder / METADATA_NAME).is_file():
+        return read_part(folder)
+    if not folder.is_dir():
+        raise MetadataError(f"{folder}: folder of videos to score not found; check test_dir in the config")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    rows = [{"video": p.name, "path": str(p), "part": folder.name, "label": None, "original": None,
+             "group": p.name, "person": ""} for p in paths]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def read_labels(path: str | Path) -> pd.Series:
+    """Labels (REAL/FAKE) by video file name, from a metadata.json or a CSV.
+
+    A CSV needs a `label` column and a `video` or `filename` column; labels may be
+    REAL/FAKE or 0/1 (1 = FAKE, as in the DFDC submission format).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        entries = _load_entries(path)
+        return pd.Series({name: _entry_row(path, name, entry)["label"] for name, entry in entries.items()},
+                         name="label", dtype=object)
+    return _labels_from_csv(path)
+
+
+def attach_persons(videos: pd.DataFrame, persons_csv: str | Path) -> pd.DataFrame:
+    """Fill the `person` column from a CSV with columns video, person."""
+    path = Path(persons_csv)
+    if not path.is_file():
+        raise MetadataError(f"{path}: persons CSV not found; fix metadata.persons_csv in the config or remove it")
+    persons = _read_csv(path, required=("video", "person"))
+    duplicated = persons["video"][persons["video"].duplicated()]
+    if len(duplicated):
+        raise MetadataError(f"{path}: video {duplicated.iloc[0]!r} is listed twice; keep one person per video")
+    mapping = dict(zip(persons["video"], persons["person"].astype(str)))
+    return videos.assign(person=videos["video"].map(mapping).fillna(""))
+
+
+def label_counts(videos: pd.DataFrame) -> pd.DataFrame:
+    """REAL/FAKE counts per part (rows) with a total row and column."""
+    counts = pd.crosstab(videos["part"], videos["label"]).reindex(columns=list(LABELS), fill_value=0)
+    counts.loc["total"] = counts.sum()
+    return counts.assign(total=counts.sum(axis=1)).rename_axis(columns=None)
+
+
+# --- private helpers -------------------------------------------------------------------
+
+
+def _load_entries(meta_path: Path) -> dict:
+    try:
+        entries = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise MetadataError(f"{meta_path}: not valid JSON (line {err.lineno}: {err.msg}); fix or re-download it") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise MetadataError(f"{meta_path}: cannot be read ({err}); check its permissions") from err
+    if not isinstance(entries, dict):
+        raise MetadataError(f"{meta_path}: top level must be an object of {{\"video.mp4\": {{\"label\": ...}}}}")
+    return entries
+
+
+def _entry_row(meta_path: Path, name: str, entry: object) -> dict:
+    folder = meta_path.parent
+    if not isinstance(entry, dict):
+        raise MetadataError(f"{meta_path}: entry {name!r} must be an object with a 'label'; fix the file")
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise MetadataError(f"{meta_path}: entry {name!r} escapes its folder; names must be plain file names")
+    if "label" not in entry:
+        raise MetadataError(f"{meta_path}: entry {name!r} has no 'label'; add \"label\": \"REAL\" or \"FAKE\"")
+    label = entry["label"]
+    if label not in LABELS:
+        raise MetadataError(f"{meta_path}: entry {name!r} has unknown label {label!r}; use \"REAL\" or \"FAKE\"")
+    original = entry.get("original") or None
+    if label == "FAKE" and original is None:
+        raise MetadataError(f"{meta_path}: FAKE entry {name!r} has no 'original'; fix the file or drop this part")
+    if original is not None and Path(str(original)).name != original:
+        raise MetadataError(f"{meta_path}: entry {name!r} has original {original!r} that escapes its folder")
+    group = original if label == "FAKE" else name
+    return {"video": name, "path": str(folder / name), "part": folder.name, "label": label,
+            "original": original, "group": group}
+
+
+def _check_unlisted_files(folder: Path, meta_path: Path, listed: set[str]) -> None:
+    unlisted = sorted(p.name for p in folder.iterdir()
+                      if p.suffix.lower() in VIDEO_SUFFIXES and p.name not in listed)
+    if unlisted:
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        raise MetadataError(f"{folder / unlisted[0]}{more}: no entry in {meta_path}; add entries or move "
+                            "unlabelled videos to a folder of their own")
+
+
+def _drop_missing_files(videos: pd.DataFrame, meta_path: Path, strict: bool) -> pd.DataFrame:
+    is_present = videos["path"].map(lambda p: Path(p).is_file())
+    missing = videos.loc[~is_present, "video"].tolist()
+    if missing:
+        message = (f"{meta_path}: {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} without a video "
+                   f"file (first: {missing[0]!r}); {'fix the part' if strict else 'skipped'}")
+        if strict:
+            raise MetadataError(message)
+        warnings.warn(message, stacklevel=3)
+    return videos[is_present].reset_index(drop=True)
+
+
+def _check_unique_names(videos: pd.DataFrame) -> None:
+    repeated = videos[videos["video"].duplicated(keep=False)]
+    if len(repeated):
+        name = repeated["video"].iloc[0]
+        parts = sorted(repeated.loc[repeated["video"] == name, "part"])
+        raise MetadataError(f"{name!r} appears in parts {parts}; file names must be unique across data_dirs")
+
+
+def _labels_from_csv(path: Path) -> pd.Series:
+    labels = _read_csv(path, required=("label",))
+    key = "video" if "video" in labels.columns else "filename"
+    if key not in labels.columns:
+        raise MetadataError(f"{path}: labels CSV needs a 'video' or 'filename' column")
+    values = labels["label"].astype(str).str.upper().replace({"0": "REAL", "1": "FAKE"})
+    bad = values[~values.isin(LABELS)]
+    if len(bad):
+        raise MetadataError(f"{path}: unknown label {labels['label'][bad.index[0]]!r}; use REAL/FAKE or 0/1")
+    return pd.Series(values.values, index=labels[key].astype(str), name="label", dtype=object)
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        raise MetadataError(f"{path}: not a readable CSV ({err}); fix the file") from err
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise MetadataError(f"{path}: missing column {missing[0]!r}; expected columns {list(required)}")
+    return table
