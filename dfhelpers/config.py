@@ -52,16 +52,20 @@ class FacesConfig:
     sampling: Literal["even", "every_k", "all"] = "even"  # "all" is the original per-frame loop
     frames_per_video: int = 32  # the DFDC winner's choice: enough faces for a stable video score
     every_k: int = 10  # used when sampling == "every_k"
-    detect_size: int = 640  # longest side of the copy MTCNN sees; 1080p faces stay >= 40 px
+    # longest side of the copy MTCNN sees: 1080p has 9x the pixels of 640x360; faces down to
+    # min_face_size x 3 = 60 px in a 1080p frame are still found
+    detect_size: int = 640
     thresholds: tuple[float, float, float] = (0.9, 0.9, 0.9)  # the original workflow's P/R/O-net thresholds
     min_face_size: int = 20  # px on the detection copy; MTCNN's own default
     min_face_prob: float = 0.9  # crops below this are mostly background
     margin: int = 50  # px in the output crop, as facenet-pytorch's extract_face
     crop_size: int = 160  # the original workflow's crop and model input size
     batch_size: int = 16  # frames per MTCNN call: amortises the P-net pyramid
-    max_faces_per_frame: int = 4  # DFDC videos hold at most a few people
-    track_iou: float = 0.3  # box overlap that keeps a face on the same track between sampled frames
-    jpeg_quality: int = 95  # crops are re-read for training; keep compression artefacts small
+    max_faces_per_frame: Optional[int] = None  # null keeps every face, as the original keep_all=True
+    # a face stays on its track when its centre moved at most this many face widths since the track's
+    # last box: 32 frames of a 10 s video are 0.3 s apart, too far for box overlap on a turning head
+    track_max_shift: float = 1.0
+    jpeg_quality: int = 95  # OpenCV's default, what the original save_path wrote; small artefacts
     workers: int = 2  # local processes; each loads MTCNN once
     torch_threads: int = 1  # per worker: workers x threads should not exceed the cores
     scheduler: Optional[str] = None  # Dask scheduler address (tcp://host:8786) to run on a cluster
@@ -71,16 +75,19 @@ class FacesConfig:
 class SplitConfig:
     """Balancing and the identity-level split (dfhelpers.dataset)."""
 
-    group_by: Literal["original", "person", "folder"] = "original"  # DFDC relation, persons_csv, or parent folder
-    balance: Literal["per_group", "global", "none"] = "per_group"  # the original: FAKE down to REAL per group
-    drop_groups_without_real: bool = True  # False keeps them (only sensible with balance: none + class weights)
-    val_fraction: float = 0.15  # of groups
-    test_fraction: float = 0.15  # of groups
-    val_groups: list[str] = dataclasses.field(default_factory=list)  # explicit groups override the fractions
-    test_groups: list[str] = dataclasses.field(default_factory=list)
-    frame_level_val: bool = False  # the original 89/11 frame shuffle: leaks, prints a warning
-    frame_level_val_fraction: float = 0.11  # the original rule
-    max_crops_per_video: Optional[int] = None  # cap so long videos do not dominate
+    # identity: the DFDC FAKE->original relation, metadata.persons_csv, or the video's parent folder
+    # (the original per-person layout); a FAKE and its original always end up in one group
+    group_by: Literal["original", "person", "folder"] = "original"
+    # the original: FAKE crops down to REAL per group; "global" over all groups; "none": class weights in training
+    balance: Literal["per_group", "global", "none"] = "per_group"
+    drop_groups_without_real: bool = True  # nothing to balance them against; False keeps them (balance global/none)
+    val_fraction: float = 0.15  # of groups (at least one when > 0): enough identities for a stable val score
+    test_fraction: float = 0.15  # of groups (at least one when > 0); the original held out one person
+    val_groups: list[str] = dataclasses.field(default_factory=list)  # listed groups replace val_fraction
+    test_groups: list[str] = dataclasses.field(default_factory=list)  # listed groups replace test_fraction
+    frame_level_val: bool = False  # the original 89/11 frame shuffle inside train groups: leaks, warns
+    frame_level_val_fraction: float = 0.11  # the original rule, per group and label, rounded half up
+    max_crops_per_video: Optional[int] = None  # evenly spaced cap so long videos do not dominate; null keeps all
     seed: int = 33  # the original workflow's seed
 
 
@@ -92,22 +99,31 @@ class TrainConfig:
     backbone: str = "small_cnn"  # see dfhelpers.model.BACKBONES
     weights: Optional[Literal["imagenet"]] = None  # "imagenet" needs a network on first use
     head: Literal["flatten", "pool"] = "flatten"  # "flatten" is the original Flatten-Dense512-Dropout head
-    image_size: int = 160  # the original input size
-    batch_size: int = 32
+    image_size: int = 160  # the original input size; crops are resized to it inside the model
+    front_end: Literal["none", "srm"] = "none"  # "srm": add fixed high-pass (SRM) residuals to RGB; weights null only
+    srm_truncation: float = 3.0  # residuals clipped to +-T grey levels, as in SRM steganalysis
+    cnn_filters: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn: one conv block per entry, each halves the size
+    dense_units: int = 512  # the original head's hidden layer ("flatten" head only)
+    dropout: float = 0.5  # the original head's dropout
+    batch_size: int = 32  # global batch; split across GPUs under MirroredStrategy
     epochs: int = 30
     learning_rate: float = 1.0e-4  # the original Adam step
-    optimizer: Literal["adam", "sgd", "adamw"] = "adam"
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    patience: int = 30  # the original early-stopping patience (epochs, on val_loss)
-    dropout: float = 0.5  # the original head's dropout
-    rotation: float = 0.75  # fraction of a full turn: the original rotation_range=270 degrees
-    shift: float = 0.2  # the original width/height_shift_range
-    horizontal_flip: bool = True
-    vertical_flip: bool = True
+    optimizer: Literal["adam", "sgd", "adamw"] = "adam"  # the original: Adam
+    weight_decay: float = 1.0e-4  # adamw only
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # the original: constant
+    warmup_epochs: int = 0  # cosine only: linear warm-up from 0, steadies the first epochs of a fresh model
+    monitor: Literal["val_loss", "val_auc"] = "val_loss"  # best checkpoint and early stopping; the original: val_loss
+    patience: int = 30  # the original early-stopping patience (epochs without a better monitor value)
+    rotation: float = 0.75  # fraction of a full turn: the original rotation_range=270 degrees; 0 = off
+    shift: float = 0.2  # the original width/height_shift_range (fraction of the side); 0 = off
+    horizontal_flip: bool = True  # the original
+    vertical_flip: bool = True  # the original; faces are never upside down at test time
     class_weights: Literal["auto", "none"] = "auto"  # "auto": weights only when the split is unbalanced
+    unbalanced_ratio: float = 1.1  # "auto" weights classes when the larger one exceeds the smaller by this factor
     on_bad_crop: Literal["error", "skip"] = "error"  # a missing/corrupt crop: fail naming it, or skip and count
     cache: bool = True  # keep decoded crops in memory after the first epoch when they fit
-    seed: int = 0
+    cache_max_mb: int = 2048  # "fit": decoded uint8 crops of one split below this many MB
+    seed: int = 0  # keras.utils.set_random_seed, the shuffle and the augmentation
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-if matplotlib.get_backend().lower() == "agg" or not matplotlib.get_backend():
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 LABEL_COLORS = {"REAL": "tab:blue", "FAKE": "tab:red"}
 
@@ -36,7 +32,140 @@ def label_counts(counts: pd.DataFrame) -> plt.Figure:
 # --- 03 split -----------------------------------------------------------------------------
 
 
+def split_counts(summary: pd.DataFrame) -> plt.Figure:
+    """Groups, videos and crops per split, REAL and FAKE side by side (the table from dataset.summary).
+
+    `summary` is indexed by (split, label) with columns groups, videos, crops; "all" rows are ignored.
+    """
+    per_label = summary.drop(index="all", level="label", errors="ignore")
+    splits = list(dict.fromkeys(per_label.index.get_level_values("split")))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, column in zip(axes, ["groups", "videos", "crops"]):
+        table = per_label[column].unstack("label").reindex(index=splits, columns=list(LABEL_COLORS), fill_value=0)
+        table.plot.bar(ax=ax, color=list(LABEL_COLORS.values()), rot=0, legend=column == "crops")
+        ax.set_title(f"{column.capitalize()} per split")
+        ax.set_xlabel("")
+        for container in ax.containers:
+            ax.bar_label(container, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # --- 04 train -----------------------------------------------------------------------------
 
 
+def training_curves(history: pd.DataFrame, best_epoch: int | None = None) -> plt.Figure:
+    """Loss, accuracy and ROC AUC per epoch, train and val (the original's loss/acc plots plus AUC).
+
+    `history` has an `epoch` column (1 = first) and Keras log columns such as loss, val_loss.
+    """
+    panels = [(name, title) for name, title in [("loss", "Loss"), ("acc", "Accuracy"), ("auc", "ROC AUC")]
+              if name in history.columns]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (name, title) in zip(axes[0], panels):
+        ax.plot(history["epoch"], history[name], marker=".", label=name)
+        if f"val_{name}" in history.columns:
+            ax.plot(history["epoch"], history[f"val_{name}"], marker=".", label=f"val_{name}")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # --- 05 inference ---------------------------------------------------------------------------
+
+
+def video_roc(predictions: pd.DataFrame) -> plt.Figure:
+    """ROC curve of the labelled videos (columns label, score), AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labelled = predictions[predictions["label"].isin(["REAL", "FAKE"])]
+    is_fake = (labelled["label"] == "FAKE").astype(int)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="chance")
+    if is_fake.nunique() == 2:
+        false_pos, true_pos, _ = roc_curve(is_fake, labelled["score"])
+        auc = roc_auc_score(is_fake, labelled["score"])
+        ax.plot(false_pos, true_pos, color=LABEL_COLORS["FAKE"], label=f"videos (AUC {auc:.3f})")
+    else:
+        ax.text(0.5, 0.5, "AUC undefined:\nneeds REAL and FAKE videos", ha="center", va="center")
+    ax.set(xlabel="false positive rate (REAL called FAKE)", ylabel="true positive rate",
+           title=f"ROC, {len(labelled)} labelled videos", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def video_confusion(confusion: dict) -> plt.Figure:
+    """Confusion matrix ({"labels": [...], "matrix": rows true, columns predicted}) with counts."""
+    labels, matrix = confusion["labels"], np.asarray(confusion["matrix"])
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, matrix.max()))
+    for (row, col), count in np.ndenumerate(matrix):
+        color = "white" if count > matrix.max() / 2 else "black"
+        ax.text(col, row, str(count), ha="center", va="center", color=color, fontsize=12)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title="Videos")
+    fig.tight_layout()
+    return fig
+
+
+def video_score_histogram(predictions: pd.DataFrame, threshold: float = 0.5) -> plt.Figure:
+    """Histogram of video scores by true label (unlabelled in grey), threshold marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    bins = np.linspace(0, 1, 21)
+    labels = predictions["label"].where(predictions["label"].isin(["REAL", "FAKE"]), "unlabelled")
+    for label, color in [*LABEL_COLORS.items(), ("unlabelled", "0.6")]:
+        scores = predictions.loc[labels == label, "score"]
+        if len(scores):
+            ax.hist(scores, bins=bins, alpha=0.6, color=color, label=f"{label} ({len(scores)})")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set(xlabel="video score, P(FAKE)", ylabel="videos", title="Video scores by label", xlim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def frame_score_timelines(videos: pd.DataFrame, faces: pd.DataFrame, crops: dict[str, list],
+                          threshold: float = 0.5) -> plt.Figure:
+    """Per video (rows of `videos`: video, label, score), face scores over frames and some crops.
+
+    `faces` holds video, frame, track, score; `crops` maps a video to [(frame, HxWx3 uint8)].
+    """
+    n_rows = max(1, len(videos))
+    fig, axes = plt.subplots(n_rows, 2, figsize=(11, 2.4 * n_rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 4]})
+    if videos.empty:
+        axes[0, 0].text(0.5, 0.5, "no confidently wrong videos", ha="center", va="center")
+        axes[0, 0].axis("off")
+        axes[0, 1].axis("off")
+    for (ax_line, ax_crops), row in zip(axes, videos.itertuples()):
+        _frame_score_line(ax_line, faces[faces["video"] == row.video], row, threshold)
+        _crop_strip(ax_crops, crops.get(row.video, []))
+    fig.tight_layout()
+    return fig
+
+
+def _frame_score_line(ax: plt.Axes, video_faces: pd.DataFrame, row, threshold: float) -> None:
+    for track, track_faces in video_faces.sort_values("frame").groupby("track"):
+        ax.plot(track_faces["frame"], track_faces["score"], marker=".", label=f"track {track}")
+    ax.axhline(threshold, color="black", linestyle="--", linewidth=1)
+    ax.axhline(row.score, color=LABEL_COLORS.get(row.label, "0.5"), linewidth=1.5, alpha=0.7,
+               label=f"video {row.score:.2f}")
+    ax.set(ylim=(-0.02, 1.02), xlabel="frame", ylabel="P(FAKE)", title=f"{row.video} (true {row.label})")
+    ax.legend(fontsize=7, loc="best")
+
+
+def _crop_strip(ax: plt.Axes, frame_crops: list) -> None:
+    ax.axis("off")
+    if not frame_crops:
+        ax.text(0.5, 0.5, "crops not kept (score.save_crops)", ha="center", va="center")
+        return
+    size = frame_crops[0][1].shape[0]
+    strip = np.concatenate([np.asarray(crop)[:size, :size] for _, crop in frame_crops], axis=1)
+    ax.imshow(strip)
+    ax.set_title("frames " + ", ".join(str(frame) for frame, _ in frame_crops), fontsize=8)
