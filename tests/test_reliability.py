@@ -1,0 +1,258 @@
+"""Nothing lost, nothing crashes: hostile inputs through the whole pipeline, kills, a Dask cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+import hostile
+from dfhelpers import config, faces, metadata, video
+
+pytestmark = pytest.mark.reliability
+PROJECT = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT, FPS = 320, 240, 15
+
+
+# --- the corpus ---------------------------------------------------------------------------
+
+
+def good_videos(folder: Path, n_groups: int, n_frames: int = 16) -> dict:
+    """n_groups REAL face videos and one FAKE per REAL (a face region recoloured and blurred)."""
+    face = hostile.grace_hopper()
+    entries = {}
+    for group in range(n_groups):
+        frames = hostile.face_frames(face, n_frames, WIDTH, HEIGHT, seed=group)
+        hostile.write_video(folder / f"real{group}.mp4", frames, FPS)
+        fakes = [_manipulate(frame) for frame in frames]
+        hostile.write_video(folder / f"fake{group}.mp4", fakes, FPS)
+        entries[f"real{group}.mp4"] = {"label": "REAL", "original": None}
+        entries[f"fake{group}.mp4"] = {"label": "FAKE", "original": f"real{group}.mp4"}
+    return entries
+
+
+def bad_videos(folder: Path, source: Path) -> dict:
+    """The hostile files of the issue, each labelled REAL so metadata stays valid."""
+    (folder / "zero_bytes.mp4").write_bytes(b"")
+    hostile.truncated_copy(source, folder / "truncated.mp4", keep=0.4)
+    (folder / "random_bytes.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    hostile.write_video(folder / "no_face.mp4", hostile.background_frames(12, WIDTH, HEIGHT), FPS)
+    face = hostile.grace_hopper()
+    hostile.write_video(folder / "one_frame.mp4", hostile.face_frames(face, 1, WIDTH, HEIGHT), FPS)
+    hostile.write_video(folder / "portrait.mp4", hostile.face_frames(face, 12, 180, 320), FPS)
+    hostile.write_video(folder / "hevc.mov", hostile.face_frames(face, 12, WIDTH, HEIGHT), FPS, codec="libx265")
+    names = ["zero_bytes.mp4", "truncated.mp4", "random_bytes.mp4", "no_face.mp4", "one_frame.mp4",
+             "portrait.mp4", "hevc.mov"]
+    return {name: {"label": "REAL", "original": None} for name in names}
+
+
+def _manipulate(frame: np.ndarray) -> np.ndarray:
+    """A visible face-region manipulation: colour shift and blur inside a soft ellipse."""
+    mask = np.zeros(frame.shape[:2], np.float32)
+    cv2.ellipse(mask, (WIDTH // 2, HEIGHT // 2), (45, 60), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (21, 21), 8)[..., None]
+    changed = cv2.GaussianBlur(frame, (7, 7), 3).astype(np.float32) * np.array([1.15, 0.9, 0.85])
+    return np.clip(frame * (1 - mask) + changed * mask, 0, 255).astype(np.uint8)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_config(root: Path, work_dir: str, **sections: dict) -> Path:
+    body = {"work_dir": work_dir, "data_dirs": ["data/part_0"], "test_dir": "data/test",
+            "faces": {"workers": 1, "frames_per_video": 8}, **sections}
+    path = root / f"{work_dir}.yaml"
+    path.write_text(json.dumps(body))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """data/part_0: 3 REAL + 3 FAKE good videos and every hostile file; data/test: good + broken."""
+    root = tmp_path_factory.mktemp("hostile")
+    part, test = root / "data" / "part_0", root / "data" / "test"
+    part.mkdir(parents=True)
+    test.mkdir(parents=True)
+    entries = good_videos(part, n_groups=3)
+    entries.update(bad_videos(part, source=part / "real0.mp4"))
+    hostile.write_metadata(part, entries)
+    test_entries = good_videos(test, n_groups=1)
+    (test / "broken.mp4").write_bytes(b"this is not a video\n")
+    test_entries["broken.mp4"] = {"label": "FAKE", "original": "real0.mp4"}
+    hostile.write_metadata(test, test_entries)
+    return root
+
+
+# --- the whole pipeline over the hostile corpus ----------------------------------------------
+
+
+def test_whole_pipeline_survives_hostile_videos_and_never_touches_raw_data(corpus):
+    raw_before = tree_digest(corpus / "data")
+    cfg_path = write_config(corpus, "run", split={"group_by": "original", "val_groups": ["real1.mp4"],
+                                                  "test_groups": ["real2.mp4"]},
+                            train={"epochs": 1, "batch_size": 8, "image_size": 64, "cnn_filters": [8, 16]},
+                            score={"min_faces": 1})
+    result = subprocess.run([sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tree_digest(corpus / "data") == raw_before
+    cfg = config.load(cfg_path)
+    status = faces.load_status(cfg).set_index("video")["status"]
+    for name in ("zero_bytes.mp4", "random_bytes.mp4"):
+        assert status[name].startswith("unreadable: "), (name, status[name])
+    assert status["no_face.mp4"] == "no_face"
+    assert status["portrait.mp4"] == "ok" and status["hevc.mov"] == "ok"
+    assert status["truncated.mp4"] in ("ok", "no_face") or status["truncated.mp4"].startswith("unreadable: ")
+    assert all(status[f"{kind}{g}.mp4"] == "ok" for kind in ("real", "fake") for g in range(3))
+    predictions = pd.read_csv(cfg.predictions_csv).set_index("video")
+    assert predictions.loc["broken.mp4", "status"].startswith("unreadable")
+    assert pd.read_csv(cfg.submission_csv)["filename"].tolist().count("broken.mp4") == 1
+    assert len(pd.read_csv(cfg.submission_csv)) == 3
+
+
+def test_malformed_metadata_stops_the_run_at_notebook_01_naming_file_and_entry(tmp_path):
+    part = tmp_path / "data" / "part_0"
+    hostile.write_metadata(part, {"a.mp4": {"split": "train"}})
+    (part / "a.mp4").write_bytes(b"")
+    cfg_path = write_config(tmp_path, "run")
+    result = subprocess.run([sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "01_data_classification FAILED" in result.stderr
+    assert f"MetadataError: {part / 'metadata.json'}: entry 'a.mp4' has no 'label'" in result.stderr
+
+
+def test_unreadable_file_gets_a_status_and_the_others_are_cropped(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions")
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    hostile.write_video(folder / "good.mp4", hostile.face_frames(hostile.grace_hopper(), 8, WIDTH, HEIGHT), FPS)
+    hostile.write_video(folder / "locked.mp4", hostile.face_frames(hostile.grace_hopper(), 8, WIDTH, HEIGHT), FPS)
+    (folder / "locked.mp4").chmod(0)
+    cfg = config.from_dict({"work_dir": "run", "data_dirs": ["videos"], "faces": {"workers": 1}}, tmp_path)
+    statuses = faces.run_stage(cfg, metadata.list_videos(folder).assign(label="REAL")).set_index("video")
+    assert statuses.loc["locked.mp4", "status"].startswith("unreadable: ")
+    assert statuses.loc["good.mp4", "status"] == "ok"
+
+
+def test_a_very_long_video_streams_in_bounded_memory(tmp_path):
+    frames = hostile.background_frames(30, WIDTH, HEIGHT)
+    path = hostile.write_video(tmp_path / "long.mp4", [frames[i % 30] for i in range(1500)], FPS)
+    whole_video_mb = 1500 * WIDTH * HEIGHT * 3 / 2**20
+    tracemalloc.start()
+    n_read = sum(1 for _ in video.read_frames(path, list(range(0, 1500))))
+    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    assert n_read == 1500
+    assert peak_mb < whole_video_mb / 20, f"peak {peak_mb:.0f} MB for a {whole_video_mb:.0f} MB video"
+
+
+def test_a_corrupt_model_is_a_one_line_error_from_the_command(tmp_path, corpus):
+    model = tmp_path / "corrupt.keras"
+    model.write_bytes(b"PK\x03\x04 not really a zip")
+    command = [str(Path(sys.executable).with_name("dfdetect")), "predict", str(corpus / "data" / "test"),
+               "--model", str(model)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert str(model) in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "Error" in line or str(model) in line]) == 1
+
+
+# --- kills ----------------------------------------------------------------------------------
+
+CROP_STAGE = """
+import sys
+from dfhelpers import config, faces, metadata
+cfg = config.load(sys.argv[1])
+faces.run_stage(cfg, metadata.read_videos(cfg.data_dirs))
+"""
+
+
+def crop_run(cfg_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CROP_STAGE, str(cfg_path)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def comparable_manifest(cfg_path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    cfg = config.load(cfg_path)
+    manifest = pd.read_csv(cfg.faces_csv).drop(columns=["seconds"], errors="ignore")
+    crops = {name: digest for name, digest in tree_digest(cfg.faces_dir).items() if name.endswith(".jpg")}
+    assert crops, f"no crops under {cfg.faces_dir}"
+    return manifest, crops  # per-video rows files hold timings, which differ from run to run
+
+
+@pytest.fixture(scope="module")
+def clean_crop_run(corpus) -> Path:
+    cfg_path = write_config(corpus, "uninterrupted")
+    assert crop_run(cfg_path).wait(timeout=600) == 0
+    return cfg_path
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_face_stage_killed_at_a_random_point_resumes_to_the_same_manifest(corpus, clean_crop_run, seed):
+    cfg_path = write_config(corpus, f"killed{seed}", faces={"workers": 2, "frames_per_video": 8})
+    faces_dir = config.load(cfg_path).faces_dir
+    process = crop_run(cfg_path)
+    deadline = time.monotonic() + 300
+    while not any(faces_dir.glob("*/*.csv")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(np.random.default_rng(seed).uniform(0.0, 1.5))
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not config.load(cfg_path).faces_csv.exists() or process.returncode == 0
+    assert crop_run(cfg_path).wait(timeout=600) == 0
+    expected, expected_crops = comparable_manifest(clean_crop_run)
+    resumed, resumed_crops = comparable_manifest(cfg_path)
+    pd.testing.assert_frame_equal(resumed, expected)
+    assert resumed_crops == expected_crops
+
+
+def test_run_all_resumes_a_killed_notebook(corpus, clean_crop_run):
+    cfg_path = write_config(corpus, "killed_run_all")
+    command = [sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)]
+    assert subprocess.run([*command, "--only", "1"], capture_output=True, timeout=300).returncode == 0
+    process = subprocess.Popen([*command, "--only", "2"], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    faces_dir = config.load(cfg_path).faces_dir
+    deadline = time.monotonic() + 300
+    while not any(faces_dir.glob("*/*.csv")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run([*command, "--only", "2"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, expected_crops = comparable_manifest(clean_crop_run)
+    got, got_crops = comparable_manifest(cfg_path)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got_crops == expected_crops
+
+
+# --- a Dask cluster ---------------------------------------------------------------------------
+
+
+def test_dask_cluster_gives_the_same_manifest_as_the_local_pool(corpus, clean_crop_run):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        cfg_path = write_config(corpus, "dask", faces={"workers": 1, "frames_per_video": 8,
+                                                       "scheduler": cluster.scheduler_address})
+        cfg = config.load(cfg_path)
+        faces.run_stage(cfg, metadata.read_videos(cfg.data_dirs))
+    expected, expected_crops = comparable_manifest(clean_crop_run)
+    got, got_crops = comparable_manifest(cfg_path)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got_crops == expected_crops
