@@ -1,0 +1,258 @@
+import concurrent.futures
+import hashlib
+from pathlib import Path
+
+import av
+import cv2
+import matplotlib.cbook
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from facenet_pytorch.models.utils.detect_face import extract_face
+
+from dfhelpers import config, faces
+from dfhelpers.config import FacesConfig
+from dfhelpers.errors import ConfigError, StageOutputMissing
+
+SMALL = FacesConfig(frames_per_video=4, workers=1)  # in-process: no worker start-up in most tests
+
+
+def hopper() -> np.ndarray:
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def face_frame(width: int = 320, height: int = 240, shift: int = 0, with_face: bool = True) -> np.ndarray:
+    """A smooth background with Grace Hopper's portrait (face ~65 px) moved `shift` px right."""
+    x_ramp = np.linspace(60, 160, width, dtype=np.float32)[None, :, None]
+    y_ramp = np.linspace(0, 60, height, dtype=np.float32)[:, None, None]
+    frame = np.clip(x_ramp + y_ramp + np.zeros((1, 1, 3), np.float32), 0, 255).astype(np.uint8)
+    if with_face:
+        portrait = cv2.resize(hopper(), None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA)
+        top, left = (height - portrait.shape[0]) // 2, 40 + shift
+        frame[top:top + portrait.shape[0], left:left + portrait.shape[1]] = portrait
+    return frame
+
+
+def write_video(path: Path, n_frames: int = 10, with_face: bool = True, faststart: bool = False) -> Path:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream("libx264", rate=10, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for index in range(n_frames):
+            rgb = face_frame(shift=(4 * index) % 80, with_face=with_face)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def middle_of_packet(path: Path, packet_number: int) -> int:
+    """A byte offset inside the packet_number-th packet (decode order): cutting there breaks the stream."""
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    return packets[packet_number].pos + packets[packet_number].size // 2
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def make_cfg(tmp_path: Path, **faces_settings) -> config.Config:
+    settings = {**{"frames_per_video": 4, "workers": 1}, **faces_settings}
+    return config.from_dict({"work_dir": str(tmp_path / "run"), "data_dirs": [], "faces": settings}, base_dir=tmp_path)
+
+
+def video_table(folder: Path) -> pd.DataFrame:
+    paths = sorted(folder.glob("*.mp4"))
+    labels = ["FAKE" if "fake" in p.name else "REAL" for p in paths]
+    return pd.DataFrame({"video": [p.name for p in paths], "path": [str(p) for p in paths], "label": labels})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """MTCNN in this process with one thread, as the stage's workers run it (fast on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def detector() -> faces.FaceDetector:
+    return faces.FaceDetector(SMALL)
+
+
+@pytest.fixture(scope="module")
+def good_videos(tmp_path_factory) -> Path:
+    """Two face videos (read-only for the tests)."""
+    folder = tmp_path_factory.mktemp("good_videos")
+    write_video(folder / "real_a.mp4")
+    write_video(folder / "fake_b.mp4", n_frames=12)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_videos(tmp_path_factory) -> Path:
+    """Face videos plus every kind of bad input the stage must survive."""
+    folder = tmp_path_factory.mktemp("mixed_videos")
+    write_video(folder / "real_ok.mp4")
+    write_video(folder / "fake_ok.mp4")
+    write_video(folder / "real_noface.mp4", with_face=False)
+    (folder / "fake_empty.mp4").write_bytes(b"")
+    (folder / "real_text.mp4").write_text("this is a text file, not a video\n")
+    cut = write_video(folder / "fake_cut.mp4")  # index (moov) at the end: cut, it cannot be opened
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    broken = write_video(folder / "real_broken.mp4", n_frames=30, faststart=True)  # index first: breaks mid-stream
+    broken.write_bytes(broken.read_bytes()[: middle_of_packet(broken, 15)])
+    return folder
+
+
+@pytest.mark.parametrize("box", [
+    np.array([100.3, 80.7, 180.2, 190.9], dtype=np.float32),
+    np.array([-12.5, -8.25, 60.0, 75.5], dtype=np.float32),  # over the top-left corner
+    np.array([250.0, 170.0, 330.4, 260.0], dtype=np.float64),  # over the bottom-right corner
+])
+def test_crop_face_matches_facenet_extract_face_pixel_for_pixel(box):
+    frame = face_frame()
+    ours = faces.crop_face(frame, box, crop_size=160, margin=50)
+    theirs = extract_face(frame, box, image_size=160, margin=50).permute(1, 2, 0).numpy().astype(np.uint8)
+    assert ours.dtype == np.uint8 and ours.shape == (160, 160, 3)
+    assert np.array_equal(ours, theirs)
+
+
+def test_detector_returns_full_resolution_boxes_from_a_downscaled_copy():
+    frame = face_frame(width=640, height=480)
+    small_copy = faces.FaceDetector(FacesConfig(detect_size=320))
+    [(boxes, probs)] = small_copy.detect([frame])
+    [(reference_boxes, _)] = faces.FaceDetector(FacesConfig(detect_size=640)).detect([frame])
+    assert len(boxes) == 1 and probs[0] >= 0.9
+    iou = faces._relative_shift(boxes, reference_boxes)[0, 0]  # centre shift in face widths
+    assert iou < 0.1
+    assert boxes[0, 2] - boxes[0, 0] == pytest.approx(reference_boxes[0, 2] - reference_boxes[0, 0], rel=0.15)
+
+
+def test_detector_accepts_frames_of_different_sizes_in_one_call(detector):
+    frames = [face_frame(), face_frame(400, 300), face_frame(with_face=False), face_frame(shift=20)]
+    found = detector.detect(frames)
+    assert [len(boxes) for boxes, _ in found] == [1, 1, 0, 1]
+    assert all(boxes.dtype == np.float32 and boxes.shape[1] == 4 for boxes, _ in found)
+
+
+def test_tracks_follow_a_moving_face_and_keep_two_people_apart():
+    frame_indices = np.array([0, 0, 10, 10, 20, 30])
+    boxes = np.array([[100, 100, 200, 200], [600, 100, 700, 200],   # two people
+                      [640, 110, 740, 210], [150, 100, 250, 200],   # both moved, listed in the other order
+                      [210, 100, 310, 200],                          # the first person again
+                      [1500, 800, 1540, 840]], dtype=np.float32)     # someone new, far away
+    tracks = faces.assign_tracks(frame_indices, boxes, max_shift=1.0)
+    assert tracks.tolist() == [0, 1, 1, 0, 0, 2]
+
+
+def test_extract_video_returns_crops_in_memory_and_writes_nothing(good_videos, detector):
+    before = folder_digest(good_videos)
+    result = faces.extract_video(good_videos / "fake_b.mp4", SMALL, detector)
+    assert result.status == "ok" and result.frames_read == 4
+    assert result.frame_indices.tolist() == [0, 4, 7, 11]
+    assert result.crops.shape == (4, 160, 160, 3) and result.crops.dtype == np.uint8
+    assert set(result.tracks.tolist()) == {0}
+    assert list(result.table().columns) == ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob"]
+    assert folder_digest(good_videos) == before
+
+
+def test_jpeg_roundtrip_equals_the_written_crop_read_back(tmp_path, good_videos, detector):
+    cfg = make_cfg(tmp_path)
+    faces.run_stage(cfg, video_table(good_videos))
+    first = faces.load_crops(cfg).iloc[0]
+    result = faces.extract_video(good_videos / first["video"], cfg.faces, detector)
+    written = cv2.cvtColor(cv2.imread(str(cfg.work_dir / first["path"])), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(faces.jpeg_roundtrip(result.crops[0], cfg.faces.jpeg_quality), written)
+
+
+def test_each_bad_video_gets_its_status_while_the_others_are_cropped(tmp_path, mixed_videos):
+    cfg = make_cfg(tmp_path, workers=2)  # the default: a local process pool
+    statuses = faces.run_stage(cfg, video_table(mixed_videos)).set_index("video")
+    assert statuses.loc["real_ok.mp4", "status"] == "ok" and statuses.loc["real_ok.mp4", "n_faces"] == 4
+    assert statuses.loc["fake_ok.mp4", "status"] == "ok"
+    assert statuses.loc["real_noface.mp4", "status"] == "no_face"
+    for name in ["fake_empty.mp4", "real_text.mp4", "fake_cut.mp4"]:
+        assert statuses.loc[name, "status"].startswith("unreadable: "), name
+    assert statuses.loc["real_broken.mp4", "status"].startswith("partial: ")
+    assert 0 < statuses.loc["real_broken.mp4", "frames_read"] < 4
+    crops = faces.load_crops(cfg)
+    assert set(crops["video"]) == {"real_ok.mp4", "fake_ok.mp4", "real_broken.mp4"}
+    assert all((cfg.work_dir / path).is_file() for path in crops["path"])
+    assert faces.load_status(cfg)["video"].tolist() == video_table(mixed_videos)["video"].tolist()
+
+
+def test_the_video_folder_is_byte_for_byte_unchanged(tmp_path, mixed_videos):
+    before = folder_digest(mixed_videos)
+    faces.run_stage(make_cfg(tmp_path), video_table(mixed_videos))
+    assert folder_digest(mixed_videos) == before
+
+
+class InterruptAfter(concurrent.futures.Executor):
+    """Runs `n_tasks` tasks in this process, then raises KeyboardInterrupt as Ctrl-C would."""
+
+    def __init__(self, n_tasks: int):
+        self.n_left = n_tasks
+
+    def submit(self, fn, /, *args, **kwargs):
+        if self.n_left == 0:
+            raise KeyboardInterrupt
+        self.n_left -= 1
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_a_killed_run_resumed_gives_the_manifest_of_an_uninterrupted_run(tmp_path, mixed_videos):
+    videos = video_table(mixed_videos)
+    uninterrupted = make_cfg(tmp_path / "a")
+    faces.run_stage(uninterrupted, videos)
+    interrupted = make_cfg(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        faces.run_stage(interrupted, videos, executor=InterruptAfter(3))
+    half_written = interrupted.faces_dir / ".real_ok.partial-dead"  # a worker killed while writing
+    half_written.mkdir()
+    (half_written / "00000_0.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    assert not interrupted.faces_csv.exists()
+    faces.run_stage(interrupted, videos)
+    expected = pd.read_csv(uninterrupted.faces_csv).drop(columns="seconds")
+    assert pd.read_csv(interrupted.faces_csv).drop(columns="seconds").equals(expected)
+    assert not half_written.exists()
+
+
+def test_a_second_run_skips_committed_videos(tmp_path, good_videos):
+    cfg = make_cfg(tmp_path)
+    faces.run_stage(cfg, video_table(good_videos))
+    crop_times = {p: p.stat().st_mtime_ns for p in cfg.faces_dir.rglob("*.jpg")}
+    statuses = faces.run_stage(cfg, video_table(good_videos))
+    assert (statuses["status"] == "ok").all()
+    assert {p: p.stat().st_mtime_ns for p in cfg.faces_dir.rglob("*.jpg")} == crop_times
+
+
+def test_changing_an_output_setting_on_a_used_run_folder_raises(tmp_path, good_videos):
+    faces.run_stage(make_cfg(tmp_path), video_table(good_videos))
+    with pytest.raises(ConfigError, match="margin"):
+        faces.run_stage(make_cfg(tmp_path, margin=20), video_table(good_videos))
+
+
+def test_readers_name_the_notebook_to_run_when_outputs_are_missing(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(StageOutputMissing, match="01_data_classification"):
+        faces.load_videos(cfg)
+    with pytest.raises(StageOutputMissing, match="02_face_crop"):
+        faces.load_crops(cfg)
+
+
+def test_a_dask_scheduler_address_runs_the_stage_on_the_cluster(tmp_path, good_videos):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        cfg = make_cfg(tmp_path, scheduler=cluster.scheduler_address)
+        statuses = faces.run_stage(cfg, video_table(good_videos))
+    assert (statuses["status"] == "ok").all()
+    assert len(faces.load_crops(cfg)) == 8
