@@ -1,0 +1,302 @@
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from dfhelpers import config, metadata, scoring
+from dfhelpers.config import ScoreConfig
+from dfhelpers.errors import MetadataError
+
+
+def original_video_score(face_scores):
+    """The original notebook's rule, transcribed literally (the reference to reproduce)."""
+    preds = list(face_scores)
+    if len(preds) > 11:
+        preds = sorted(preds)[5:-5]
+        score = np.mean(preds)
+    else:
+        score = 0.5
+    if score == 0:
+        score = 0.01
+    if score == 1:
+        score = 0.99
+    return score
+
+
+def faces_of(scores, track=0):
+    return pd.DataFrame({"track": track, "score": np.asarray(scores, dtype=float)})
+
+
+@pytest.fixture
+def run_cfg(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("work_dir: run\ndata_dirs: []\n")
+    return config.load(path)
+
+
+# --- aggregation ---------------------------------------------------------------------
+
+
+def test_trimmed_mean_reproduces_the_original_rule_on_random_videos():
+    rng = np.random.default_rng(0)
+    for n_faces in range(0, 40):
+        face_scores = rng.random(n_faces)
+        assert scoring.aggregate(face_scores, ScoreConfig()) == original_video_score(face_scores)
+
+
+def test_trimmed_mean_gives_the_prior_to_eleven_faces_or_fewer():
+    assert scoring.aggregate(np.full(11, 0.9), ScoreConfig()) == 0.5
+    assert scoring.aggregate(np.array([]), ScoreConfig()) == 0.5
+    twelve = np.array([0.0] * 5 + [0.2, 0.4] + [1.0] * 5)
+    assert scoring.aggregate(twelve, ScoreConfig()) == pytest.approx(0.3)
+
+
+def test_trimmed_mean_clips_exact_zero_and_one_like_the_original():
+    assert scoring.aggregate(np.zeros(20), ScoreConfig()) == 0.01 == original_video_score(np.zeros(20))
+    assert scoring.aggregate(np.ones(20), ScoreConfig()) == 0.99 == original_video_score(np.ones(20))
+    nearly_one = np.full(20, 0.999)
+    assert scoring.aggregate(nearly_one, ScoreConfig()) == original_video_score(nearly_one)
+
+
+def test_range_clipping_bounds_every_score_when_configured():
+    score_cfg = ScoreConfig(clip_exact_only=False)
+    assert scoring.aggregate(np.full(20, 0.999), score_cfg) == 0.99
+    assert scoring.aggregate(np.full(20, 0.001), score_cfg) == 0.01
+
+
+def test_mean_and_median_rules():
+    face_scores = np.array([0.1] * 10 + [0.9] * 3)
+    assert scoring.aggregate(face_scores, ScoreConfig(aggregation="mean")) == pytest.approx(3.7 / 13)
+    assert scoring.aggregate(face_scores, ScoreConfig(aggregation="median")) == pytest.approx(0.1)
+
+
+def test_confident_rule_averages_the_confidently_fake_faces_when_many():
+    face_scores = np.array([0.95] * 8 + [0.1] * 8)
+    assert scoring.aggregate(face_scores, ScoreConfig(aggregation="confident")) == pytest.approx(0.95)
+    few_fakes = np.array([0.95] * 2 + [0.3] * 14)
+    assert scoring.aggregate(few_fakes, ScoreConfig(aggregation="confident")) == pytest.approx(few_fakes.mean())
+
+
+def test_most_suspicious_track_decides_a_video_with_two_people():
+    faces = pd.concat([faces_of([0.1] * 20, track=0), faces_of([0.8] * 20, track=1)])
+    scored = scoring.video_score(faces, ScoreConfig())
+    assert scored["score"] == pytest.approx(0.8) and scored["track"] == 1 and scored["faces_used"] == 20
+    pooled = scoring.video_score(faces, ScoreConfig(per_track="all"))
+    assert pooled["score"] == pytest.approx(0.45) and pooled["track"] == -1
+
+
+def test_short_tracks_are_pooled_when_no_track_is_long_enough():
+    faces = pd.concat([faces_of([0.2] * 8, track=track) for track in range(3)])
+    scored = scoring.video_score(faces, ScoreConfig())
+    assert scored["score"] == pytest.approx(0.2) and scored["status"] == "ok" and scored["faces_used"] == 24
+
+
+def test_video_without_faces_gets_the_prior_and_says_why():
+    scored = scoring.video_score(faces_of([]), ScoreConfig(prior=0.6))
+    assert scored["score"] == 0.6 and scored["status"].startswith("no_face:")
+    few = scoring.video_score(faces_of([0.9] * 3), ScoreConfig())
+    assert few["score"] == 0.5 and few["status"].startswith("few_faces:")
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def predictions():
+    return pd.DataFrame({
+        "video": ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4", "u.mp4"],
+        "status": ["ok", "ok", "ok", "ok", "no_face: none", "ok"],
+        "score": [0.9, 0.2, 0.6, 0.7, 0.5, 0.3],
+        "label": ["FAKE", "REAL", "FAKE", "REAL", "FAKE", None],
+    })
+
+
+def test_log_loss_auc_and_accuracy_agree_with_scikit_learn(predictions):
+    metrics = scoring.evaluate(predictions, threshold=0.5)
+    is_fake = np.array([1, 0, 1, 0, 1])
+    scores = np.array([0.9, 0.2, 0.6, 0.7, 0.5])
+    assert metrics["log_loss"] == pytest.approx(log_loss(is_fake, scores))
+    assert metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.6, 0.3, 0.5])))
+    assert metrics["auc"] == pytest.approx(roc_auc_score(is_fake, scores))
+    assert metrics["accuracy"] == pytest.approx(4 / 5)
+    assert metrics["n_videos"] == 6 and metrics["n_labelled"] == 5 and metrics["n_no_face"] == 1
+
+
+def test_confusion_matrix_rows_are_true_labels(predictions):
+    metrics = scoring.evaluate(predictions, threshold=0.5)
+    assert metrics["confusion"] == {"labels": ["REAL", "FAKE"], "matrix": [[1, 1], [0, 3]]}
+    assert metrics["label_counts"] == {"REAL": 2, "FAKE": 3, "unlabelled": 1}
+
+
+def test_single_class_labels_give_nan_auc_with_a_note(predictions):
+    only_fakes = predictions[predictions["label"] == "FAKE"]
+    metrics = scoring.evaluate(only_fakes)
+    assert math.isnan(metrics["auc"]) and "FAKE" in metrics["notes"][0]
+    assert metrics["log_loss"] == pytest.approx(log_loss([1, 1, 1], [0.9, 0.6, 0.5], labels=[0, 1]))
+
+
+def test_unlabelled_videos_are_scored_without_metrics(predictions):
+    metrics = scoring.evaluate(predictions.assign(label=None))
+    assert metrics["n_videos"] == 6 and math.isnan(metrics["accuracy"]) and metrics["notes"]
+
+
+def test_labels_come_from_several_parts_and_a_csv(tmp_path):
+    (tmp_path / "p0").mkdir()
+    (tmp_path / "p0" / "metadata.json").write_text(json.dumps({"a.mp4": {"label": "REAL"}}))
+    (tmp_path / "p1").mkdir()
+    (tmp_path / "p1" / "metadata.json").write_text(
+        json.dumps({"b.mp4": {"label": "FAKE", "original": "a.mp4"}}))
+    (tmp_path / "labels.csv").write_text("filename,label\nc.mp4,1\n")
+    labels = scoring.read_labels([tmp_path / "p0" / "metadata.json", tmp_path / "p1" / "metadata.json",
+                                  tmp_path / "labels.csv"])
+    assert labels.to_dict() == {"a.mp4": "REAL", "b.mp4": "FAKE", "c.mp4": "FAKE"}
+    unlabelled = pd.DataFrame({"video": ["c.mp4", "z.mp4"], "label": [None, None]})
+    attached = scoring.attach_labels(unlabelled, labels)["label"]
+    assert attached.iloc[0] == "FAKE" and pd.isna(attached.iloc[1])
+
+
+def test_conflicting_labels_across_sources_are_an_error(tmp_path):
+    (tmp_path / "one.csv").write_text("video,label\na.mp4,REAL\n")
+    (tmp_path / "two.csv").write_text("video,label\na.mp4,FAKE\n")
+    with pytest.raises(MetadataError, match="a.mp4"):
+        scoring.read_labels([tmp_path / "one.csv", tmp_path / "two.csv"])
+
+
+def test_confidently_wrong_orders_by_distance_from_the_true_label(predictions):
+    wrong = scoring.confidently_wrong(predictions, n=5)
+    assert wrong["video"].tolist() == ["d.mp4"]
+
+
+# --- outputs -----------------------------------------------------------------------------
+
+
+def test_submission_has_one_row_per_input_video_whatever_its_status():
+    videos = pd.DataFrame({"video": ["ok.mp4", "noface.mp4", "broken.mp4"],
+                           "path": ["/v/ok.mp4", "/v/noface.mp4", "/v/broken.mp4"],
+                           "label": ["FAKE", "REAL", None]})
+    faces = pd.DataFrame({"video": "ok.mp4", "track": 0, "score": np.full(16, 0.8)})
+    statuses = pd.Series({"ok.mp4": "ok", "noface.mp4": "ok", "broken.mp4": "unreadable: moov atom not found"})
+    predictions = scoring.predictions_from_faces(videos, faces, statuses, ScoreConfig())
+    sub = scoring.submission(predictions)
+    assert sub["filename"].tolist() == videos["video"].tolist()
+    assert sub["label"].tolist() == pytest.approx([0.8, 0.5, 0.5])
+    assert predictions["status"].tolist()[1:] == [
+        "no_face: no face found in the sampled frames; scored with the prior", "unreadable: moov atom not found"]
+
+
+def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predictions):
+    only_fakes = predictions[predictions["label"] == "FAKE"]
+    metrics = scoring.evaluate(only_fakes)
+    faces = pd.DataFrame(columns=scoring.FACE_COLUMNS)
+    written = scoring.write_reports(only_fakes, faces, metrics, run_cfg)
+    saved = json.loads(written["metrics"].read_text())
+    assert saved["auc"] is None and saved["n_videos"] == 3
+    assert pd.read_csv(run_cfg.submission_csv).columns.tolist() == ["filename", "label"]
+    assert written["predictions"] == run_cfg.predictions_csv and written["frame_scores"].is_file()
+
+
+def test_inference_plots_draw_from_predictions_and_face_scores(predictions, tmp_path):
+    from dfhelpers import plots
+
+    faces = pd.DataFrame({"video": "d.mp4", "frame": range(12), "track": 0, "score": np.linspace(0.6, 0.8, 12)})
+    wrong = scoring.confidently_wrong(predictions, n=2).assign(track=0)
+    crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.ones((160, 160, 3), dtype=np.uint8))]}
+    figures = {"roc": plots.video_roc(predictions),
+               "confusion": plots.video_confusion(scoring.evaluate(predictions)["confusion"]),
+               "histogram": plots.video_score_histogram(predictions),
+               "timelines": plots.frame_score_timelines(wrong, faces, crops),
+               "single_class_roc": plots.video_roc(predictions[predictions["label"] == "FAKE"])}
+    saved = scoring.save_figures(figures, tmp_path / "figures")
+    assert [path.name for path in saved] == [f"{name}.png" for name in figures] and all(p.is_file() for p in saved)
+
+
+# --- scoring real videos (MTCNN + a tiny model saved per the model contract) -------------
+
+
+def write_video(path, n_frames=16, with_face=True, size=(320, 240), fps=15):
+    """A short H.264 video of Grace Hopper's photo sliding sideways (or a blank grey one)."""
+    import av
+    import cv2
+    import matplotlib
+    import matplotlib.image
+
+    face = matplotlib.image.imread(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    width, height = size
+    face = cv2.resize(face, (int(face.shape[1] * height / face.shape[0]), height))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(n_frames):
+            canvas = np.full((height, width, 3), 90, dtype=np.uint8)
+            if with_face:
+                left = 20 + 3 * index
+                canvas[:, left:left + face.shape[1]] = face[:, : width - left]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def save_tiny_model(path, crop_size=160):
+    """Crops (N, crop_size, crop_size, 3) 0..255 -> (N, 1) P(FAKE), deterministic weights."""
+    import keras
+
+    crops = keras.Input((crop_size, crop_size, 3))
+    mean_colour = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(crops))
+    fake_probability = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="ones",
+                                          bias_initializer=keras.initializers.Constant(-1.5))(mean_colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keras.Model(crops, fake_probability).save(path)
+    return path
+
+
+@pytest.fixture
+def scored_run(tmp_path):
+    test_dir = tmp_path / "test_videos"
+    test_dir.mkdir()
+    write_video(test_dir / "face.mp4")
+    write_video(test_dir / "blank.mp4", n_frames=6, with_face=False)
+    (test_dir / "broken.mp4").write_bytes(b"this is not a video")
+    (test_dir / "metadata.json").write_text(json.dumps({
+        "face.mp4": {"label": "FAKE", "original": "blank.mp4"}, "blank.mp4": {"label": "REAL"},
+        "broken.mp4": {"label": "REAL"}}))
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: test_videos\n")
+    cfg = config.load(tmp_path / "run.yaml")
+    save_tiny_model(cfg.model_path)
+    videos = metadata.list_videos(cfg.test_dir)
+    return cfg, videos, scoring.score_videos(cfg, videos, progress=False)
+
+
+def test_scoring_gives_every_video_a_row_and_broken_ones_a_status(scored_run):
+    cfg, videos, (predictions, faces) = scored_run
+    by_video = predictions.set_index("video")
+    assert by_video.loc["face.mp4", "status"] == "ok" and by_video.loc["face.mp4", "n_faces"] == 16
+    assert by_video.loc["blank.mp4", "status"].startswith("no_face") and by_video.loc["blank.mp4", "score"] == 0.5
+    assert by_video.loc["broken.mp4", "status"].startswith("unreadable: ")
+    assert set(faces["video"]) == {"face.mp4"} and faces["score"].between(0, 1).all()
+    assert by_video.loc["face.mp4", "score"] == pytest.approx(
+        original_video_score(faces["score"].to_numpy()))
+
+
+def test_a_rerun_with_the_same_model_does_not_rescore(scored_run):
+    cfg, videos, (predictions, faces) = scored_run
+    entries = sorted(scoring.score_cache_root(cfg).rglob("*.json"))
+    stamps = [entry.stat().st_mtime_ns for entry in entries]
+    again, again_faces = scoring.score_videos(cfg, videos, progress=False)
+    assert len(entries) == 3 and [entry.stat().st_mtime_ns for entry in entries] == stamps
+    pd.testing.assert_frame_equal(again, predictions)
+    pd.testing.assert_series_equal(again_faces["score"], faces["score"])
+
+
+def test_reports_and_timeline_crops_from_a_scored_run(scored_run):
+    cfg, videos, (predictions, faces) = scored_run
+    scoring.write_reports(predictions, faces, scoring.evaluate(predictions), cfg)
+    assert pd.read_csv(cfg.submission_csv)["filename"].tolist() == videos["video"].tolist()
+    assert set(json.loads(cfg.metrics_json.read_text())) >= {"auc", "log_loss", "accuracy", "n_videos", "n_no_face"}
+    crops = scoring.timeline_crops(faces, predictions[predictions["video"] == "face.mp4"], cfg.work_dir)
+    assert len(crops["face.mp4"]) == 6 and crops["face.mp4"][0][1].shape[:2] == (160, 160)
