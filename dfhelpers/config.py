@@ -26,15 +26,26 @@ class SampleConfig:
     enabled: bool = False  # generate the sample into data_dirs/test_dir when they are missing
     seed: int = 0  # same seed -> identical metadata and identical frames
     preset: Literal["small", "dfdc"] = "small"  # "dfdc": 1920x1080, 30 fps, 10 s (benchmarks)
-    n_parts: int = 2  # DFDC ships 50 parts; two are enough to exercise multi-part metadata
-    videos_per_identity: int = 2  # REAL videos per training identity (different motion/background)
-    fakes_per_real: int = 2  # one face swap and one self-blend per REAL video
-    n_test_identities: int = 3  # identities held out entirely for test_videos/
-    width: int = 320  # "small" preset frame size: faces stay >= 80 px so MTCNN finds them
+    # the number of DFDC parts is len(data_dirs): one part per configured folder
+    n_identities: Optional[int] = None  # None: all 11 catalogued identities; fewer for quick runs
+    n_test_identities: int = 3  # held out entirely in test_dir: enough for a per-person test score
+    videos_per_identity: int = 3  # REAL videos per identity (other photo/clip, framing, motion, light)
+    fakes_per_real: int = 2  # alternately face swap and self-blend; REAL:FAKE 1:2 (DFDC ~1:5, undersampled later)
+    max_videos: Optional[int] = None  # cap on the total, REAL before its FAKEs (benchmarks want a few)
+    width: int = 320  # "small" preset frame size: faces >= 96 px tall (MTCNN-safe), cropping stays cheap
     height: int = 240
     fps: int = 15
-    seconds: float = 2.0
-    blend_strength: float = 1.0  # 0 = invisible manipulation, 1 = default softness/colour/warp
+    seconds: float = 2.5  # 38 frames: more than the 32 the face stage samples per video
+    face_height: tuple[float, float] = (0.45, 0.60)  # face box / frame height; at 240 p keeps faces >= 108 px
+    noise: tuple[float, float] = (2.0, 4.0)  # sensor-noise sigma range (grey levels): webcam grain that crf 20 keeps
+    crf: int = 20  # x264 quality, as DFDC's light compression: blend artefacts survive encoding
+    x264_preset: str = "veryfast"  # encoding speed; the same for a FAKE and its original
+    mask_softness: float = 0.10  # blend-mask edge sigma in eye distances: smaller = sharper seam
+    colour_mismatch: float = 0.08  # brightness offset of the pasted face (fraction of 255), +-half as tint
+    blur_mismatch: float = 1.5  # blur sigma (px per 40 px eye distance) of the pasted face: generator softness
+    warp: float = 0.05  # self-blend: max relative scale change and shift of the pasted copy (SBI's range)
+    blend_strength: float = 1.0  # scales colour_mismatch, blur_mismatch, warp: 0 leaves only the identity change
+    workers: int = 2  # processes rendering videos in parallel (each shot is seeded: same output); 1 = in-process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +71,7 @@ class FacesConfig:
     min_face_prob: float = 0.9  # crops below this are mostly background
     margin: int = 50  # px in the output crop, as facenet-pytorch's extract_face
     crop_size: int = 160  # the original workflow's crop and model input size
-    batch_size: int = 16  # frames per MTCNN call: amortises the P-net pyramid
+    batch_size: int = 8  # frames per MTCNN call: as fast as 16 on CPU, ~150 MB less per worker at 1080p
     max_faces_per_frame: Optional[int] = None  # null keeps every face, as the original keep_all=True
     # a face stays on its track when its centre moved at most this many face widths since the track's
     # last box: 32 frames of a 10 s video are 0.3 s apart, too far for box overlap on a turning head
@@ -98,7 +109,8 @@ class TrainConfig:
     model_name: str = "detector"  # models/<model_name>.keras, .history.csv, .json
     backbone: str = "small_cnn"  # see dfhelpers.model.BACKBONES
     weights: Optional[Literal["imagenet"]] = None  # "imagenet" needs a network on first use
-    head: Literal["flatten", "pool"] = "flatten"  # "flatten" is the original Flatten-Dense512-Dropout head
+    head: Literal["flatten", "pool", "avg_max"] = "flatten"  # "flatten": the original Flatten-Dense512-Dropout head;
+    # "pool": global average pooling; "avg_max": average and max pooling side by side
     image_size: int = 160  # the original input size; crops are resized to it inside the model
     front_end: Literal["none", "srm"] = "none"  # "srm": add fixed high-pass (SRM) residuals to RGB; weights null only
     srm_truncation: float = 3.0  # residuals clipped to +-T grey levels, as in SRM steganalysis
@@ -118,6 +130,9 @@ class TrainConfig:
     shift: float = 0.2  # the original width/height_shift_range (fraction of the side); 0 = off
     horizontal_flip: bool = True  # the original
     vertical_flip: bool = True  # the original; faces are never upside down at test time
+    sharpness: float = 0.0  # whole-crop blur..sharpen strength (0..0.5); hides each source's own sharpness
+    brightness: float = 0.0  # whole-crop brightness change, fraction of the range
+    contrast: float = 0.0  # whole-crop contrast change, fraction
     class_weights: Literal["auto", "none"] = "auto"  # "auto": weights only when the split is unbalanced
     unbalanced_ratio: float = 1.1  # "auto" weights classes when the larger one exceeds the smaller by this factor
     on_bad_crop: Literal["error", "skip"] = "error"  # a missing/corrupt crop: fail naming it, or skip and count
@@ -143,6 +158,7 @@ class ScoreConfig:
     confident_real_share: float = 0.9  # ... and decide the video when more than this share is (the winner's 0.9)
     per_track: Literal["max", "all"] = "max"  # several people: the most suspicious track decides; "all" pools faces
     batch_size: int = 64  # faces per model call: all faces of a 32-frame video in one or two calls
+    threads: int = 2  # videos decoded and detected at once; 2 keeps both cores busy (one torch thread each)
     save_crops: bool = True  # keep the scored crops (test_faces/) for the frame-score timeline plots
     n_timelines: int = 4  # confidently wrong videos shown as frame-score timelines in notebook 05
 

@@ -29,6 +29,32 @@ def label_counts(counts: pd.DataFrame) -> plt.Figure:
 # --- 02 faces -----------------------------------------------------------------------------
 
 
+def crop_grid(crops: pd.DataFrame, root, per_label: int = 8, columns: int = 4, seed: int = 0) -> plt.Figure:
+    """Sample face crops, REAL on the left and FAKE on the right, each titled video:frame.
+
+    Args:
+        crops: one row per crop with `path` (relative to root), `label`, `video`, `frame`.
+        root: the folder crop paths are relative to (cfg.work_dir).
+        per_label: crops drawn per label (seeded, without replacement).
+    """
+    rng = np.random.default_rng(seed)
+    n_rows = max(1, -(-per_label // columns))
+    fig = plt.figure(figsize=(2 * columns * 1.5 + 0.5, n_rows * 1.7 + 0.5))
+    for panel, label in zip(fig.subfigures(1, 2, wspace=0.04), ["REAL", "FAKE"]):
+        labelled = crops[crops["label"] == label]
+        chosen = labelled.iloc[np.sort(rng.choice(len(labelled), min(per_label, len(labelled)), replace=False))]
+        panel.suptitle(f"{label} ({len(labelled)} crops)", color=LABEL_COLORS[label])
+        axes = np.atleast_1d(panel.subplots(n_rows, columns)).ravel()
+        for ax in axes:
+            ax.axis("off")
+        for ax, crop in zip(axes, chosen.itertuples()):
+            ax.imshow(plt.imread(f"{root}/{crop.path}"))
+            ax.set_title(f"{str(crop.video).rsplit('.', 1)[0][:12]}:{crop.frame}", fontsize=7)
+        if chosen.empty:
+            axes[0].text(0.5, 0.5, "no crops", ha="center", va="center", transform=axes[0].transAxes)
+    return fig
+
+
 # --- 03 split -----------------------------------------------------------------------------
 
 

@@ -1,0 +1,246 @@
+"""dfhelpers.sample: the generated DFDC-shaped sample (metadata, identities, no shortcut cues, MTCNN)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfhelpers import config, sample
+from dfhelpers.config import SampleConfig
+from dfhelpers.errors import SampleSourceError
+
+# A quick sample: one REAL shot of six identities (photos and both clips), 1 s long, in-process.
+QUICK = SampleConfig(enabled=True, n_identities=6, n_test_identities=1, videos_per_identity=1, seconds=1.0, workers=1)
+
+
+@pytest.fixture(scope="module")
+def default_sample(tmp_path_factory) -> Path:
+    """The default small sample (configs/sample.yaml's settings), generated once for this file."""
+    out_dir = tmp_path_factory.mktemp("default_sample")
+    sample.generate(out_dir, SampleConfig(enabled=True))
+    return out_dir
+
+
+def _metadata(out_dir: Path) -> dict[str, dict]:
+    return {folder.name: json.loads((folder / "metadata.json").read_text())
+            for folder in sorted(out_dir.iterdir()) if folder.is_dir()}
+
+
+def _frame_hashes(path: Path) -> list[str]:
+    """Hashes of the decoded YUV planes: no colour conversion between the file and the hash."""
+    with av.open(str(path)) as container:
+        return [hashlib.sha256(frame.to_ndarray(format="yuv420p").tobytes()).hexdigest()
+                for frame in container.decode(video=0)]
+
+
+def _quick_config(tmp_path: Path, **sample_settings) -> config.Config:
+    raw = {"work_dir": "run", "data_dirs": ["data/dfdc_train_part_0", "data/dfdc_train_part_1"],
+           "test_dir": "data/test_videos", "metadata": {"persons_csv": "data/persons.csv"},
+           "sample": {**dataclasses.asdict(QUICK), **sample_settings}}
+    return config.from_dict(raw, base_dir=tmp_path)
+
+
+def test_default_sample_writes_dfdc_metadata_for_every_video(default_sample):
+    folders = _metadata(default_sample)
+    assert set(folders) == {"dfdc_train_part_0", "dfdc_train_part_1", "test_videos"}
+    for folder, entries in folders.items():
+        assert sorted(entries) == sorted(p.name for p in (default_sample / folder).glob("*.mp4"))
+        for name, entry in entries.items():
+            assert re.fullmatch(r"[a-z]{10}\.mp4", name)
+            assert entry["split"] == ("test" if folder == "test_videos" else "train")
+            if entry["label"] == "REAL":
+                assert entry["original"] is None
+            else:
+                assert entry["label"] == "FAKE" and entries[entry["original"]]["label"] == "REAL"
+
+
+def test_video_names_are_unique_across_parts_and_test(default_sample):
+    names = [name for entries in _metadata(default_sample).values() for name in entries]
+    assert len(names) == len(set(names))
+
+
+def test_test_identities_never_appear_in_the_train_parts(default_sample):
+    persons = pd.read_csv(default_sample / "persons.csv")
+    test_names = set(_metadata(default_sample)["test_videos"])
+    assert set(persons["video"]) == {n for entries in _metadata(default_sample).values() for n in entries}
+    test_people = set(persons.loc[persons["video"].isin(test_names), "person"])
+    train_people = set(persons.loc[~persons["video"].isin(test_names), "person"])
+    assert len(test_people) == 3 and not test_people & train_people
+    videos = sample.plan(SampleConfig(enabled=True))
+    train_donors = {d for donors in videos.loc[videos["folder"] != "test", "donors"] for d in donors.split(",") if d}
+    assert train_donors <= train_people  # a swapped-in face is a train identity too
+
+
+def test_default_sample_has_ten_identities_and_two_fake_kinds_per_real(default_sample):
+    videos = sample.plan(SampleConfig(enabled=True))
+    assert videos["person"].nunique() >= 10
+    assert (videos["label"] == "FAKE").sum() == 2 * (videos["label"] == "REAL").sum()
+    for folder in ("part_0", "part_1", "test"):
+        assert {"face_swap", "self_blend"} <= set(videos.loc[videos["folder"] == folder, "method"])
+
+
+def test_mtcnn_finds_a_face_in_nearly_every_sampled_frame_of_every_video(default_sample):
+    import torch
+    from facenet_pytorch import MTCNN
+
+    detector = MTCNN(keep_all=True, thresholds=[0.9, 0.9, 0.9], min_face_size=20)
+    rates = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine, more threads made this 4x slower
+    try:
+        for path in sorted(default_sample.glob("*/*.mp4")):
+            with av.open(str(path)) as container:
+                frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+            picks = np.linspace(0, len(frames) - 1, 8).round().astype(int)
+            boxes, _ = detector.detect(np.stack([frames[i] for i in picks]))
+            rates[path.name] = np.mean([found is not None for found in boxes])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(rates) == 99
+    assert min(rates.values()) >= 0.9, {name: rate for name, rate in rates.items() if rate < 0.9}
+
+
+def test_fake_shares_size_rate_length_and_encoder_with_its_original(default_sample):
+    entries = _metadata(default_sample)["dfdc_train_part_0"]
+    for name, entry in list(entries.items())[:6]:
+        if entry["label"] == "FAKE":
+            fake, real = (_stream_facts(default_sample / "dfdc_train_part_0" / n) for n in (name, entry["original"]))
+            assert fake == real
+
+
+def _stream_facts(path: Path) -> tuple:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        n_frames = sum(1 for _ in container.decode(video=0))
+        context = stream.codec_context
+        return (context.name, context.width, context.height, str(context.pix_fmt), stream.average_rate,
+                n_frames, context.profile, context.color_range, context.colorspace)
+
+
+@pytest.mark.parametrize("person", ["group_b", "pexels_woman", "barack_obama"])
+def test_fake_frames_equal_the_original_outside_the_blend_mask(person):
+    videos = sample.plan(SampleConfig(enabled=True))
+    real = videos[(videos["person"] == person) & (videos["label"] == "REAL")].iloc[0]
+    shot = videos[(videos["video"] == real["video"]) | (videos["original"] == real["video"])]
+    assert set(shot["method"]) == {"real", "face_swap", "self_blend"}
+    for rendered in sample.render_shot(shot, SampleConfig(enabled=True), n_frames=4):
+        for fake, mask in zip(rendered.fakes, rendered.masks):
+            outside = mask == 0
+            assert np.array_equal(fake[outside], rendered.real[outside])
+            inside = mask > 0.5
+            # the manipulation is visible: the blended face differs clearly from the original
+            assert np.abs(fake[inside].astype(int) - rendered.real[inside]).mean() > 3
+            assert 0.02 < inside.mean() < 0.6
+
+
+def test_generation_is_deterministic_whatever_the_number_of_workers(tmp_path):
+    sample.generate(tmp_path / "first", dataclasses.replace(QUICK, workers=2))
+    sample.generate(tmp_path / "second", QUICK)
+    assert _metadata(tmp_path / "first") == _metadata(tmp_path / "second")
+    assert (tmp_path / "first" / "persons.csv").read_bytes() == (tmp_path / "second" / "persons.csv").read_bytes()
+    videos = sorted(p.relative_to(tmp_path / "first") for p in (tmp_path / "first").glob("*/*.mp4"))
+    assert len(videos) == 18
+    for video in videos:
+        assert _frame_hashes(tmp_path / "first" / video) == _frame_hashes(tmp_path / "second" / video)
+
+
+def test_another_seed_gives_other_names_and_shots():
+    first, second = sample.plan(QUICK), sample.plan(dataclasses.replace(QUICK, seed=1))
+    assert not set(first["video"]) & set(second["video"])
+    assert list(first["seed"]) != list(second["seed"])
+
+
+def test_write_mp4_is_byte_identical_for_identical_frames(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, size=(6, 48, 64, 3), dtype=np.uint8)
+    first = sample.write_mp4(frames, tmp_path / "a.mp4", fps=15)
+    second = sample.write_mp4(list(frames), tmp_path / "b.mp4", fps=15)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_ensure_generates_the_configured_folders_then_leaves_them_alone(tmp_path):
+    cfg = _quick_config(tmp_path, n_identities=3, max_videos=9)
+    assert sample.ensure(cfg) is True
+    for folder in (*cfg.data_dirs, cfg.test_dir):
+        assert json.loads((folder / "metadata.json").read_text())
+    persons = pd.read_csv(cfg.metadata.persons_csv)
+    assert len(persons) == 9 and not list((tmp_path / "data").glob(".*"))  # no staging folder left
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*")}
+    assert sample.ensure(cfg) is False
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*")}
+
+
+def test_ensure_does_nothing_when_the_sample_is_disabled(tmp_path):
+    cfg = _quick_config(tmp_path, enabled=False)
+    assert sample.ensure(cfg) is False
+    assert not (tmp_path / "data").exists()
+
+
+def test_interrupted_generation_leaves_no_final_folder_and_resumes(tmp_path):
+    cfg = _quick_config(tmp_path, n_identities=3, max_videos=9)
+    code = ("import json, sys; from pathlib import Path; from dfhelpers import config, sample; "
+            "sample.ensure(config.from_dict(json.loads(sys.argv[1]), base_dir=Path(sys.argv[2])))")
+    raw = json.dumps({key: value for key, value in config.to_dict(cfg).items() if key != "source"})
+    child = subprocess.Popen([sys.executable, "-c", code, raw, str(tmp_path)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "data").glob(".*/*.mp4")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.kill()
+    child.wait()
+    if child.returncode == 0:
+        pytest.skip("generation finished before it could be interrupted")
+    assert not any(folder.exists() for folder in (*cfg.data_dirs, cfg.test_dir))
+    assert sample.ensure(cfg) is True
+    clean = _quick_config(tmp_path / "clean", n_identities=3, max_videos=9)
+    sample.ensure(clean)
+    for resumed, fresh in zip((*cfg.data_dirs, cfg.test_dir), (*clean.data_dirs, clean.test_dir)):
+        assert (resumed / "metadata.json").read_text() == (fresh / "metadata.json").read_text()
+        for video in json.loads((fresh / "metadata.json").read_text()):
+            assert _frame_hashes(resumed / video) == _frame_hashes(fresh / video)
+
+
+def test_missing_archive_is_a_one_line_error_naming_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv(sample.SOURCES_ENV, str(tmp_path / "empty"))
+    cfg = _quick_config(tmp_path, n_identities=3)  # barack_obama comes from the face-recognition sdist
+    with pytest.raises(SampleSourceError, match="python -m dfhelpers.sample fetch") as error:
+        sample.ensure(cfg)
+    assert "\n" not in str(error.value)
+    assert not any(folder.exists() for folder in (*cfg.data_dirs, cfg.test_dir))
+
+
+def test_fetch_keeps_verified_archives_without_downloading(tmp_path):
+    for archive in sample.ARCHIVES:
+        shutil.copy(sample.sources_dir() / archive.filename, tmp_path / archive.filename)
+    said: list[str] = []
+    paths = sample.fetch(tmp_path, echo=said.append)
+    assert paths == [tmp_path / archive.filename for archive in sample.ARCHIVES]
+    assert len(said) == 2 and all("already present, sha256 verified" in line for line in said)
+
+
+def test_sources_dir_follows_the_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv(sample.SOURCES_ENV, str(tmp_path))
+    assert sample.sources_dir() == tmp_path
+    monkeypatch.delenv(sample.SOURCES_ENV)
+    assert sample.sources_dir() == Path(sys.prefix) / "share" / "dfdetect" / "face-sources"
+
+
+def test_dfdc_preset_is_full_hd_30_fps_10_seconds():
+    spec = sample.frame_spec(SampleConfig(preset="dfdc"))
+    assert (spec.width, spec.height, spec.fps, spec.n_frames) == (1920, 1080, 30, 300)
+
+
+def test_every_identity_source_names_its_package_and_licence():
+    table = sample.sources_table()
+    assert set(table["identity"]) == {identity.name for identity in sample.IDENTITIES}
+    assert table["licence"].str.len().gt(10).all() and table["package"].str.len().gt(5).all()
