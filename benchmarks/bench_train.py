@@ -1,0 +1,98 @@
+"""Input pipeline vs training step throughput for the configured backbone (images/s).
+
+    .venv/bin/python benchmarks/bench_train.py [--config configs/sample.yaml] [--repeats 3]
+
+Uses the run's train crops when split.csv exists, otherwise synthetic JPEG crops of the
+configured crop size. The pipeline (decode, cache, shuffle, augment, batch) and the
+training step (forward, backward, update on an in-memory batch) are timed separately;
+the pipeline should be at least 3x faster so training never waits for data.
+Last line: {"pipeline_img_s": ..., "train_step_img_s": ..., "ratio": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from PIL import Image
+
+from dfhelpers import config, data, model
+
+SYNTHETIC_CROPS = 512  # enough for several batches, small enough to write in seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "sample.yaml"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="training steps per timed repeat")
+    args = parser.parse_args()
+    cfg = config.load(args.config)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
+        crops, cfg = _crops(cfg, Path(scratch))
+        pipeline_img_s = _pipeline_img_s(crops, cfg, args.repeats)
+        train_step_img_s = _train_step_img_s(crops, cfg, args.repeats, args.steps)
+    ratio = pipeline_img_s / train_step_img_s
+    print(f"input pipeline: {pipeline_img_s:.0f} img/s (median of {args.repeats} epochs, {len(crops)} crops)")
+    print(f"training step ({cfg.train.backbone}, {cfg.train.image_size} px, batch {cfg.train.batch_size}): "
+          f"{train_step_img_s:.0f} img/s (median of {args.repeats})")
+    print(f"pipeline / training step: {ratio:.1f}x ({'OK' if ratio >= 3 else 'pipeline is a bottleneck'})")
+    print(json.dumps({"pipeline_img_s": round(pipeline_img_s, 1), "train_step_img_s": round(train_step_img_s, 1),
+                      "ratio": round(ratio, 2)}))
+
+
+def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Config]:
+    """The run's train crops, or synthetic ones written to scratch (with cfg pointing there)."""
+    if cfg.split_csv.is_file():
+        split = data.read_split(cfg)
+        crops, _ = data.check_crops(split[split["split"] == "train"], cfg.work_dir, cfg.faces.crop_size, "skip")
+        if len(crops):
+            print(f"crops: {len(crops)} train crops from {cfg.split_csv}")
+            return crops, cfg
+    size = cfg.faces.crop_size
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(SYNTHETIC_CROPS):
+        relative = Path("faces") / f"synthetic_{index:04d}.jpg"
+        (scratch / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(scratch / relative, quality=95)
+        rows.append({"path": str(relative), "label_index": index % 2})
+    print(f"crops: {SYNTHETIC_CROPS} synthetic {size} px crops (no split.csv at {cfg.split_csv})")
+    return pd.DataFrame(rows), dataclasses.replace(cfg, work_dir=scratch)
+
+
+def _pipeline_img_s(crops: pd.DataFrame, cfg: config.Config, repeats: int) -> float:
+    dataset = data.make_dataset(crops, cfg, training=True)
+    for _ in dataset:  # warm-up epoch: fills the cache, traces the augmentation
+        pass
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        n_images = sum(int(labels.shape[0]) for _, labels in dataset)
+        rates.append(n_images / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def _train_step_img_s(crops: pd.DataFrame, cfg: config.Config, repeats: int, steps: int) -> float:
+    images, labels = next(iter(data.make_dataset(crops, cfg, training=False)))
+    one_batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    detector = model.compile_model(model.build(cfg.train, cfg.faces.crop_size), cfg.train, steps_per_epoch=steps)
+    detector.fit(one_batch, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        detector.fit(one_batch, steps_per_epoch=steps, epochs=1, verbose=0)
+        rates.append(steps * int(labels.shape[0]) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+if __name__ == "__main__":
+    main()

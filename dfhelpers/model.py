@@ -1,0 +1,244 @@
+"""The classifier: backbone registry, forensic front end, heads, compile, load."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from dfhelpers.config import TrainConfig
+from dfhelpers.errors import ConfigError, MissingWeightsError, ModelLoadError
+
+# (train config, input shape (H, W, C)) -> a feature extractor without a classification top.
+BackboneBuilder = Callable[[TrainConfig, tuple[int, int, int]], keras.Model]
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A registered feature extractor and the input range it expects."""
+
+    build: BackboneBuilder
+    input_scale: float  # pixels 0..255 -> the backbone's range: x * input_scale + input_offset
+    input_offset: float
+    min_size: int  # smallest image_size the architecture accepts
+    has_imagenet: bool  # keras.applications ships ImageNet weights for it
+
+
+BACKBONES: dict[str, Backbone] = {}
+
+
+def register_backbone(
+    name: str, *, input_scale: float, input_offset: float, min_size: int, has_imagenet: bool = True
+) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator adding a builder to BACKBONES under `name` (DeepfakeBench style)."""
+
+    def add(builder: BackboneBuilder) -> BackboneBuilder:
+        BACKBONES[name] = Backbone(builder, input_scale, input_offset, min_size, has_imagenet)
+        return builder
+
+    return add
+
+
+def build(train: TrainConfig, crop_size: int) -> keras.Model:
+    """The uncompiled detector: crops (N, crop_size, crop_size, 3) in 0..255 -> (N, 1) P(FAKE).
+
+    Resizing to train.image_size, the optional SRM front end and the backbone's own input
+    scaling all happen inside the model, so scoring feeds raw crop pixels.
+
+    Raises:
+        ConfigError: unknown backbone, image_size too small, or SRM with ImageNet weights.
+        MissingWeightsError: ImageNet weights requested but not downloadable or cached.
+    """
+    backbone = _backbone_spec(train)
+    crops = keras.Input((crop_size, crop_size, 3), name="crops")
+    pixels = crops
+    if train.image_size != crop_size:
+        pixels = keras.layers.Resizing(train.image_size, train.image_size, antialias=True, name="resize")(pixels)
+    features = _scale(pixels, backbone)
+    if train.front_end == "srm":
+        residuals = SRMResiduals(truncation=train.srm_truncation, name="srm")(pixels)
+        features = keras.layers.Concatenate(name="rgb_srm")([features, residuals])
+    extractor = _build_extractor(train, backbone, (train.image_size, train.image_size, features.shape[-1]))
+    fake_probability = _head(extractor(features), train)
+    return keras.Model(crops, fake_probability, name=f"{train.backbone}_detector")
+
+
+def compile_model(detector: keras.Model, train: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    """Compile with the configured optimizer and schedule; binary cross-entropy, accuracy and AUC."""
+    detector.compile(
+        optimizer=_optimizer(train, steps_per_epoch),
+        loss=keras.losses.BinaryCrossentropy(),
+        # "acc" as in the original notebook's history keys (acc, val_acc).
+        metrics=[keras.metrics.BinaryAccuracy(name="acc"), keras.metrics.AUC(name="auc")],
+    )
+    return detector
+
+
+def load(path: str | Path) -> keras.Model:
+    """Load a saved detector (safe_mode, custom layers registered), uncompiled for scoring.
+
+    Raises:
+        ModelLoadError: the file is missing, not a Keras archive, or does not deserialize.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file not found; run notebooks/04_train.ipynb first or pass a .keras file")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # keras raises ValueError, OSError, zipfile errors... for a bad archive
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"{path}: cannot load the model ({reason}); delete it and re-run training") from err
+
+
+@keras.saving.register_keras_serializable(package="dfdetect")
+class SRMResiduals(keras.layers.Layer):
+    """Fixed SRM high-pass filters: the noise residual where blending and resampling show.
+
+    Three 5x5 kernels from steganalysis rich models (Fridrich & Kodovsky 2012, as used for
+    manipulation detection by Zhou et al. 2018) on the grey image, clipped to
+    +-truncation grey levels and scaled to -1..1. Input: pixels 0..255 (N, H, W, 3).
+    """
+
+    def __init__(self, truncation: float = 3.0, **kwargs):
+        super().__init__(**kwargs)
+        self.truncation = float(truncation)
+        # Not weights: fixed by design, so nothing to train, save or load.
+        self._kernels = _srm_kernels()
+
+    def call(self, pixels):
+        grey = keras.ops.mean(pixels, axis=-1, keepdims=True)
+        residuals = keras.ops.conv(grey, keras.ops.convert_to_tensor(self._kernels, dtype=grey.dtype), padding="same")
+        return keras.ops.clip(residuals, -self.truncation, self.truncation) / self.truncation
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "truncation": self.truncation}
+
+
+# --- backbones ------------------------------------------------------------------------------
+# Inception-family and MobileNet models expect -1..1; EfficientNet rescales inside itself.
+
+
+@register_backbone("inception_resnet_v2", input_scale=1 / 127.5, input_offset=-1.0, min_size=75)
+def _inception_resnet_v2(train: TrainConfig, input_shape: tuple[int, int, int]) -> keras.Model:
+    return keras.applications.InceptionResNetV2(include_top=False, weights=train.weights, input_shape=input_shape)
+
+
+@register_backbone("mobilenet_v2", input_scale=1 / 127.5, input_offset=-1.0, min_size=32)
+def _mobilenet_v2(train: TrainConfig, input_shape: tuple[int, int, int]) -> keras.Model:
+    return keras.applications.MobileNetV2(include_top=False, weights=train.weights, input_shape=input_shape)
+
+
+@register_backbone("nasnet_mobile", input_scale=1 / 127.5, input_offset=-1.0, min_size=32)
+def _nasnet_mobile(train: TrainConfig, input_shape: tuple[int, int, int]) -> keras.Model:
+    return keras.applications.NASNetMobile(include_top=False, weights=train.weights, input_shape=input_shape)
+
+
+@register_backbone("efficientnet_b0", input_scale=1.0, input_offset=0.0, min_size=32)
+def _efficientnet_b0(train: TrainConfig, input_shape: tuple[int, int, int]) -> keras.Model:
+    return keras.applications.EfficientNetB0(include_top=False, weights=train.weights, input_shape=input_shape)
+
+
+@register_backbone("small_cnn", input_scale=1 / 255, input_offset=0.0, min_size=16, has_imagenet=False)
+def _small_cnn(train: TrainConfig, input_shape: tuple[int, int, int]) -> keras.Model:
+    """Conv-BN-ReLU-MaxPool blocks: trains from scratch in minutes on a CPU."""
+    inputs = keras.Input(input_shape)
+    features = inputs
+    for block, filters in enumerate(train.cnn_filters, start=1):
+        features = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(features)
+        # momentum 0.9, not Keras' 0.99: a few hundred steps from scratch must settle the moving
+        # statistics, or inference-mode outputs saturate while training-mode ones look fine.
+        features = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn")(features)
+        features = keras.layers.ReLU(name=f"block{block}_relu")(features)
+        features = keras.layers.MaxPooling2D(name=f"block{block}_pool")(features)
+    return keras.Model(inputs, features, name="small_cnn")
+
+
+# --- private helpers ------------------------------------------------------------------------
+
+
+def _backbone_spec(train: TrainConfig) -> Backbone:
+    if train.backbone not in BACKBONES:
+        raise ConfigError(f"train.backbone {train.backbone!r} is unknown; choose one of {', '.join(sorted(BACKBONES))}")
+    backbone = BACKBONES[train.backbone]
+    if train.image_size < backbone.min_size:
+        raise ConfigError(
+            f"train.image_size={train.image_size} is below {train.backbone}'s minimum {backbone.min_size}; raise it"
+        )
+    if train.weights == "imagenet" and train.front_end != "none":
+        raise ConfigError("train.front_end 'srm' adds input channels that ImageNet weights lack; set train.weights: null")
+    return backbone
+
+
+def _build_extractor(train: TrainConfig, backbone: Backbone, input_shape: tuple[int, int, int]) -> keras.Model:
+    """Call the registered builder, turning a failed ImageNet download into MissingWeightsError."""
+    if train.weights == "imagenet" and not backbone.has_imagenet:
+        raise MissingWeightsError(f"{train.backbone} has no ImageNet weights; set train.weights: null")
+    if train.weights is None:
+        return backbone.build(train, input_shape)
+    try:
+        return backbone.build(train, input_shape)
+    except Exception as err:  # keras.utils.get_file raises a bare Exception on a failed download
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        if "URL fetch failure" not in reason and not isinstance(err, OSError):
+            raise
+        raise MissingWeightsError(
+            f"{train.backbone}: ImageNet weights are not available ({reason}); connect to the network once "
+            "(Keras caches them in ~/.keras/models) or set train.weights: null to train from scratch"
+        ) from err
+
+
+def _scale(pixels: keras.KerasTensor, backbone: Backbone) -> keras.KerasTensor:
+    if backbone.input_scale == 1.0 and backbone.input_offset == 0.0:
+        return pixels
+    return keras.layers.Rescaling(backbone.input_scale, backbone.input_offset, name="backbone_scale")(pixels)
+
+
+def _head(features: keras.KerasTensor, train: TrainConfig) -> keras.KerasTensor:
+    if train.head == "flatten":  # the original notebook's head
+        features = keras.layers.Flatten(name="flatten")(features)
+        features = keras.layers.Dense(train.dense_units, activation="relu", name="dense")(features)
+    elif train.head == "pool":
+        features = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    else:  # "avg_max": the max keeps a small, local blending artefact that the average dilutes
+        average = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+        maximum = keras.layers.GlobalMaxPooling2D(name="max_pool")(features)
+        features = keras.layers.Concatenate(name="avg_max")([average, maximum])
+    features = keras.layers.Dropout(train.dropout, name="dropout")(features)
+    return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="fake_probability")(features)
+
+
+def _optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = train.learning_rate
+    if train.lr_schedule == "cosine":
+        warmup_steps = train.warmup_epochs * steps_per_epoch
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else train.learning_rate,
+            decay_steps=max(1, (train.epochs - train.warmup_epochs) * steps_per_epoch),
+            warmup_target=train.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    if train.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=train.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def _srm_kernels() -> np.ndarray:
+    """The three SRM kernels as a (5, 5, 1, 3) conv kernel."""
+    first_order = np.zeros((5, 5))
+    first_order[2, 1:4] = [1, -2, 1]
+    first_order /= 2
+    second_order = np.zeros((5, 5))
+    second_order[1:4, 1:4] = [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]]
+    second_order /= 4
+    third_order = np.array(
+        [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]]
+    ) / 12
+    return np.stack([first_order, second_order, third_order], axis=-1)[:, :, None, :].astype("float32")

@@ -1,0 +1,291 @@
+"""Fitting the detector: best checkpoint, early stopping, resume, model card, test evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn import metrics as sk_metrics
+from tqdm.keras import TqdmCallback
+
+from dfhelpers import config, data, files, model
+from dfhelpers.config import Config
+from dfhelpers.errors import SplitError, StageOutputMissing
+
+# Written by keras.callbacks.BackupAndRestore into cfg.checkpoint_dir: the last finished epoch.
+BACKUP_STATE = "training_metadata.json"
+RUN_STATE = "run.json"  # ours, beside it: which config and data the backup belongs to
+
+
+def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, Any]:
+    """Train the detector on the train split, selecting on val; resume or skip when possible.
+
+    A complete model whose card matches the current split.csv and train config is not
+    retrained. An interrupted run continues after its last finished epoch. Writes
+    cfg.model_path (best epoch, atomically), cfg.history_csv and, last, cfg.model_card.
+
+    Args:
+        callbacks: extra Keras callbacks, run after ours (a custom progress display, a test's interrupt).
+    Returns:
+        The model card (also written to cfg.model_card).
+    """
+    split = data.read_split(cfg)
+    split_sha256 = files.sha256(cfg.split_csv)
+    if is_trained(cfg):
+        return read_card(cfg)
+    crops, bad = data.check_crops(split, cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop, progress)
+    train_crops, val_crops = _fit_splits(crops, cfg)
+    initial_epoch = _prepare_resume(cfg, split_sha256)
+    prior_history = _prior_history(cfg, initial_epoch)
+    keras.utils.set_random_seed(cfg.train.seed)  # weights, dropout and the augmentation layers
+    steps_per_epoch = math.ceil(len(train_crops) / cfg.train.batch_size)
+    with _strategy().scope():
+        detector = model.compile_model(model.build(cfg.train, cfg.faces.crop_size), cfg.train, steps_per_epoch)
+    class_weight = class_weights(train_crops["label_index"], cfg.train)
+    started = time.monotonic()
+    detector.fit(
+        data.make_dataset(train_crops, cfg, training=True),
+        validation_data=data.make_dataset(val_crops, cfg, training=False),
+        epochs=cfg.train.epochs,
+        class_weight=class_weight,
+        shuffle=False,  # make_dataset shuffles (seeded, every epoch); Keras cannot shuffle a tf.data set
+        callbacks=[*_callbacks(cfg, prior_history, len(train_crops), progress), *callbacks],
+        verbose=0,
+    )
+    card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
+    files.write_json(card, cfg.model_card)
+    shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)  # the card now marks the model complete
+    return card
+
+
+def evaluate(cfg: Config, *, progress: bool = False) -> dict[str, Any]:
+    """Frame-level accuracy, ROC AUC and log loss of the trained model on the test split.
+
+    Written to cfg.train_metrics_json; a re-run with the same model card reads it back.
+
+    Raises:
+        StageOutputMissing: no complete model yet (run fit first).
+        SplitError: the split has no test crops.
+    """
+    card = read_card(cfg)
+    if cfg.train_metrics_json.is_file():
+        saved = json.loads(cfg.train_metrics_json.read_text())
+        if saved.get("model_trained_at") == card["trained_at"]:
+            return saved
+    split = data.read_split(cfg)
+    test_crops, bad = data.check_crops(
+        split[split["split"] == "test"], cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop
+    )
+    if test_crops.empty:
+        raise SplitError(f"{cfg.split_csv}: no readable test crops; set split.test_fraction > 0 and re-run notebook 03")
+    detector = model.load(cfg.model_path)
+    batches = data.make_dataset(test_crops, cfg, training=False)
+    fake_probability = detector.predict(batches, verbose=1 if progress else 0)[:, 0]
+    test_metrics = frame_metrics(test_crops["label_index"].to_numpy(), fake_probability)
+    result = {**test_metrics, "n_test_crops": len(test_crops), "backbone": cfg.train.backbone,
+              "n_bad_test_crops_skipped": len(bad), "model_name": cfg.train.model_name,
+              "model_trained_at": card["trained_at"]}
+    files.write_json(result, cfg.train_metrics_json)
+    return result
+
+
+def frame_metrics(labels: np.ndarray, fake_probability: np.ndarray) -> dict[str, float | None]:
+    """test_auc, test_accuracy (threshold 0.5) and test_log_loss; AUC is None with one class only."""
+    labels = np.asarray(labels).astype(int)
+    fake_probability = np.clip(np.asarray(fake_probability, dtype="float64"), 1e-7, 1 - 1e-7)
+    has_both = len(np.unique(labels)) == 2
+    return {
+        "test_auc": float(sk_metrics.roc_auc_score(labels, fake_probability)) if has_both else None,
+        "test_accuracy": float(sk_metrics.accuracy_score(labels, fake_probability >= 0.5)),
+        "test_log_loss": float(sk_metrics.log_loss(labels, fake_probability, labels=[0, 1])),
+    }
+
+
+def class_weights(label_index: pd.Series, train: config.TrainConfig) -> dict[int, float] | None:
+    """Balanced class weights (n / (2 * n_class)) when train.class_weights is "auto" and classes differ.
+
+    None when the split is balanced within train.unbalanced_ratio, or weights are off.
+    """
+    counts = label_index.value_counts()
+    if train.class_weights == "none" or len(counts) < 2:
+        return None
+    if counts.max() / counts.min() < train.unbalanced_ratio:
+        return None
+    return {int(label): len(label_index) / (2 * int(count)) for label, count in counts.items()}
+
+
+def is_trained(cfg: Config) -> bool:
+    """A complete model exists and its card matches the current split.csv and train config."""
+    if not (cfg.model_path.is_file() and cfg.model_card.is_file() and cfg.split_csv.is_file()):
+        return False
+    card = json.loads(cfg.model_card.read_text())
+    return card.get("split_sha256") == files.sha256(cfg.split_csv) and card.get("fingerprint") == fingerprint(cfg)
+
+
+def read_card(cfg: Config) -> dict[str, Any]:
+    """The model card of a complete model. Raises StageOutputMissing when there is none."""
+    if not (cfg.model_card.is_file() and cfg.model_path.is_file()):
+        raise StageOutputMissing(f"{cfg.model_card}: no complete model yet; run train.fit (notebook 04) first")
+    return json.loads(cfg.model_card.read_text())
+
+
+def read_history(cfg: Config) -> pd.DataFrame:
+    """The per-epoch history (epoch 1 = first), empty when training has not started."""
+    if not cfg.history_csv.is_file():
+        return pd.DataFrame(columns=["epoch"])
+    return pd.read_csv(cfg.history_csv)
+
+
+def fingerprint(cfg: Config) -> dict[str, Any]:
+    """What a trained model depends on besides split.csv: the train section and the crop size."""
+    return {"train": config.to_dict(cfg)["train"], "crop_size": cfg.faces.crop_size}
+
+
+# --- callbacks --------------------------------------------------------------------------------
+
+
+class _HistoryLog(keras.callbacks.Callback):
+    """Per-epoch metrics to a CSV rewritten atomically each epoch (CSVLogger appends in place)."""
+
+    def __init__(self, path: Path, prior_history: pd.DataFrame):
+        super().__init__()
+        self.path = path
+        self.rows = prior_history.to_dict("records")
+        self._epoch_started = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        seconds = round(time.monotonic() - self._epoch_started, 2)
+        self.rows.append({"epoch": epoch + 1, **(logs or {}), "learning_rate": learning_rate, "seconds": seconds})
+        files.write_csv(pd.DataFrame(self.rows), self.path)
+
+
+class _BestModel(keras.callbacks.Callback):
+    """Save the whole model atomically whenever the monitored value improves."""
+
+    def __init__(self, path: Path, monitor: str, best: float | None):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, best
+        self.is_better = np.less if monitor.endswith("loss") else np.greater
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is None or self.is_better(value, self.best):
+            self.best = float(value)
+            with files.atomic_path(self.path) as partial:
+                self.model.save(partial)
+
+
+class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that remembers the best value and the wait from the epochs before a resume."""
+
+    def __init__(self, prior_history: pd.DataFrame, **kwargs):
+        super().__init__(**kwargs)
+        self.prior_history = prior_history
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        values = self.prior_history.get(self.monitor, pd.Series(dtype=float)).dropna()
+        if values.empty:
+            return
+        best_row = values.idxmin() if self.mode == "min" else values.idxmax()
+        self.best = float(values[best_row])
+        self.best_epoch = int(self.prior_history.loc[best_row, "epoch"]) - 1
+        self.wait = int(self.prior_history["epoch"].max()) - 1 - self.best_epoch
+
+
+def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress: bool) -> list:
+    monitor = cfg.train.monitor
+    mode = "min" if monitor.endswith("loss") else "max"
+    values = prior_history.get(monitor, pd.Series(dtype=float)).dropna()
+    has_best = cfg.model_path.is_file() and not values.empty
+    best = (values.min() if mode == "min" else values.max()) if has_best else None
+    chosen = [
+        _HistoryLog(cfg.history_csv, prior_history),
+        _BestModel(cfg.model_path, monitor, best),
+        _ResumableEarlyStopping(prior_history, monitor=monitor, mode=mode, patience=cfg.train.patience),
+        # Last of the state keepers: an epoch is backed up only once history and best model have it.
+        keras.callbacks.BackupAndRestore(str(cfg.checkpoint_dir), delete_checkpoint=False),
+    ]
+    if progress:
+        chosen.append(TqdmCallback(epochs=cfg.train.epochs, data_size=n_train, batch_size=cfg.train.batch_size))
+    return chosen
+
+
+# --- private helpers ----------------------------------------------------------------------
+
+
+def _fit_splits(crops: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    train_crops, val_crops = crops[crops["split"] == "train"], crops[crops["split"] == "val"]
+    if train_crops["label_index"].nunique() < 2:
+        raise SplitError(f"{cfg.split_csv}: the train split needs both REAL and FAKE crops; check notebook 03")
+    if val_crops.empty:
+        raise SplitError(f"{cfg.split_csv}: no val crops to select the best epoch; set split.val_fraction > 0")
+    return train_crops, val_crops
+
+
+def _prepare_resume(cfg: Config, split_sha256: str) -> int:
+    """Finished epochs to resume after; wipes a backup made with another config or split."""
+    cfg.model_card.unlink(missing_ok=True)  # the card marks a complete model; this one is about to change
+    run_state = {"fingerprint": fingerprint(cfg), "split_sha256": split_sha256}
+    state_path = cfg.checkpoint_dir / RUN_STATE
+    if state_path.is_file() and json.loads(state_path.read_text()) == json.loads(json.dumps(run_state)):
+        backup_path = cfg.checkpoint_dir / BACKUP_STATE
+        return int(json.loads(backup_path.read_text())["epoch"]) if backup_path.is_file() else 0
+    shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+    cfg.history_csv.unlink(missing_ok=True)
+    cfg.model_path.unlink(missing_ok=True)  # a model from another config must not pass for this one
+    files.write_json(run_state, state_path)
+    return 0
+
+
+def _prior_history(cfg: Config, initial_epoch: int) -> pd.DataFrame:
+    """History rows of the epochs the backup holds (a crash can log an epoch it did not back up)."""
+    history = read_history(cfg)
+    return history[history["epoch"] <= initial_epoch].reset_index(drop=True)
+
+
+def _card(cfg: Config, split_sha256: str, train_crops: pd.DataFrame, val_crops: pd.DataFrame,
+          bad: pd.DataFrame, class_weight: dict[int, float] | None, seconds: float) -> dict[str, Any]:
+    history = read_history(cfg)
+    values = history[cfg.train.monitor]
+    best_row = history.loc[values.idxmin() if cfg.train.monitor.endswith("loss") else values.idxmax()]
+    return {
+        "model_name": cfg.train.model_name,
+        "model_path": str(cfg.model_path),
+        "backbone": cfg.train.backbone,
+        "fingerprint": fingerprint(cfg),
+        "split_csv": str(cfg.split_csv),
+        "split_sha256": split_sha256,
+        "n_train_crops": len(train_crops),
+        "n_val_crops": len(val_crops),
+        "n_bad_crops_skipped": len(bad),
+        "class_weight": class_weight,
+        "best_epoch": int(best_row["epoch"]),
+        "best_metrics": {k: float(v) for k, v in best_row.items() if k not in ("epoch", "seconds")},
+        "epochs_run": int(history["epoch"].max()),
+        "seconds_this_run": round(seconds, 1),
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+
+
+def _strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over all GPUs when there are several; the default strategy otherwise."""
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+

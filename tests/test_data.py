@@ -1,0 +1,144 @@
+"""dfhelpers.data: the tf.data pipeline from split.csv, augmentation, bad-crop handling."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dfhelpers import config, data
+from dfhelpers.errors import CropError, SplitError
+
+CROP_SIZE = 24
+
+
+def _write_run(work_dir: Path, n_per_video: int = 3) -> None:
+    """Two REAL and two FAKE videos per split; REAL crops dark, FAKE crops bright."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("train", "val", "test"):
+        for person in range(2):
+            for label in ("REAL", "FAKE"):
+                video = f"{split}{person}_{label.lower()}.mp4"
+                for frame in range(n_per_video):
+                    level = 40 if label == "REAL" else 200
+                    pixels = np.clip(rng.normal(level, 10, (CROP_SIZE, CROP_SIZE, 3)), 0, 255).astype("uint8")
+                    relative = Path("faces") / video / f"{frame}_0.jpg"
+                    (work_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(pixels).save(work_dir / relative, quality=95)
+                    rows.append({"path": str(relative), "video": video, "frame": frame, "track": 0,
+                                 "group": f"{split}{person}", "label": label, "split": split})
+    (work_dir / "manifests").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(work_dir / "manifests" / "split.csv", index=False)
+
+
+def _config(work_dir: Path, **train: object) -> config.Config:
+    raw = {"work_dir": str(work_dir), "data_dirs": [], "faces": {"crop_size": CROP_SIZE},
+           "train": {"batch_size": 4, "image_size": CROP_SIZE, **train}}
+    return config.from_dict(raw, base_dir=work_dir)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    _write_run(tmp_path)
+    return tmp_path
+
+
+def test_read_split_maps_real_to_0_and_fake_to_1(run_dir):
+    split = data.read_split(_config(run_dir))
+    assert (split["label_index"] == split["label"].map({"REAL": 0, "FAKE": 1})).all()
+
+
+def test_read_split_rejects_an_unknown_label(run_dir):
+    split_csv = run_dir / "manifests" / "split.csv"
+    pd.read_csv(split_csv).assign(label="MAYBE").to_csv(split_csv, index=False)
+    with pytest.raises(SplitError, match="MAYBE"):
+        data.read_split(_config(run_dir))
+
+
+def test_eval_pipeline_yields_float_crops_with_their_labels_in_order(run_dir):
+    cfg = _config(run_dir)
+    val = data.read_split(cfg).query("split == 'val'")
+    batches = list(data.make_dataset(val, cfg, training=False))
+    images = np.concatenate([images.numpy() for images, _ in batches])
+    labels = np.concatenate([labels.numpy() for _, labels in batches])
+    assert images.shape == (len(val), CROP_SIZE, CROP_SIZE, 3) and images.dtype == np.float32
+    assert batches[0][1].dtype.name == "float32"
+    np.testing.assert_array_equal(labels, val["label_index"].to_numpy())
+    # REAL crops were written dark, FAKE bright: each label travels with its own image.
+    assert (images.mean(axis=(1, 2, 3)) > 120).tolist() == (labels == 1).tolist()
+
+
+def test_train_pipeline_yields_every_crop_once_per_epoch(run_dir):
+    cfg = _config(run_dir)
+    train = data.read_split(cfg).query("split == 'train'")
+    dataset = data.make_dataset(train, cfg, training=True)
+    for _ in range(2):
+        labels = np.concatenate([labels.numpy() for _, labels in dataset])
+        assert sorted(labels.tolist()) == sorted(train["label_index"].astype(float).tolist())
+
+
+def test_switched_off_augmentation_passes_decoded_pixels_unchanged(run_dir):
+    cfg = _config(run_dir, rotation=0.0, shift=0.0, horizontal_flip=False, vertical_flip=False)
+    train = data.read_split(cfg).query("split == 'train'")
+    assert data.augmentation(cfg.train) is None
+    augmented = np.concatenate([images.numpy() for images, _ in data.make_dataset(train, cfg, training=True)])
+    decoded = data.load_crops([cfg.work_dir / p for p in train["path"]], CROP_SIZE)
+    assert sorted(augmented.sum(axis=(1, 2, 3)).tolist()) == pytest.approx(sorted(decoded.sum(axis=(1, 2, 3)).tolist()))
+
+
+def test_augmentation_changes_the_crops(run_dir):
+    cfg = _config(run_dir, rotation=0.1, shift=0.2, horizontal_flip=True, vertical_flip=False)
+    train = data.read_split(cfg).query("split == 'train'")
+    layer_names = [layer.__class__.__name__ for layer in data.augmentation(cfg.train).layers]
+    assert layer_names == ["RandomRotation", "RandomTranslation", "RandomFlip"]
+    augmented = np.concatenate([images.numpy() for images, _ in data.make_dataset(train, cfg, training=True)])
+    decoded = data.load_crops([cfg.work_dir / p for p in train["path"]], CROP_SIZE)
+    assert not np.allclose(np.sort(augmented.sum(axis=(1, 2, 3))), np.sort(decoded.sum(axis=(1, 2, 3))))
+
+
+def test_photometric_augmentation_is_added_only_when_configured(run_dir):
+    cfg = _config(run_dir, rotation=0.0, shift=0.0, horizontal_flip=False, vertical_flip=False,
+                  sharpness=0.3, brightness=0.1, contrast=0.2)
+    layer_names = [layer.__class__.__name__ for layer in data.augmentation(cfg.train).layers]
+    assert layer_names == ["RandomSharpness", "RandomBrightness", "RandomContrast"]
+    train = data.read_split(cfg).query("split == 'train'")
+    images = np.concatenate([images.numpy() for images, _ in data.make_dataset(train, cfg, training=True)])
+    assert images.min() >= 0 and images.max() <= 255
+
+
+def test_missing_crop_is_an_error_naming_the_file(run_dir):
+    cfg = _config(run_dir)
+    split = data.read_split(cfg)
+    missing = run_dir / split["path"].iloc[2]
+    missing.unlink()
+    with pytest.raises(CropError, match=str(missing)):
+        data.check_crops(split, cfg.work_dir, CROP_SIZE)
+
+
+def test_corrupt_crop_is_an_error_naming_the_file(run_dir):
+    cfg = _config(run_dir)
+    split = data.read_split(cfg)
+    corrupt = run_dir / split["path"].iloc[5]
+    corrupt.write_bytes(corrupt.read_bytes()[:200])  # a truncated JPEG
+    with pytest.raises(CropError, match=f"{corrupt}.*corrupt"):
+        data.check_crops(split, cfg.work_dir, CROP_SIZE)
+
+
+def test_bad_crops_are_skipped_and_counted_when_configured(run_dir):
+    cfg = _config(run_dir, on_bad_crop="skip")
+    split = data.read_split(cfg)
+    (run_dir / split["path"].iloc[0]).unlink()
+    (run_dir / split["path"].iloc[1]).write_bytes(b"not a jpeg at all")
+    good, bad = data.check_crops(split, cfg.work_dir, CROP_SIZE, cfg.train.on_bad_crop)
+    assert len(bad) == 2 and len(good) == len(split) - 2
+    assert set(bad["path"]) == set(split["path"].iloc[:2])
+
+
+def test_crop_of_the_wrong_size_is_an_error(run_dir):
+    cfg = _config(run_dir)
+    split = data.read_split(cfg)
+    Image.new("RGB", (CROP_SIZE + 8, CROP_SIZE)).save(run_dir / split["path"].iloc[0])
+    with pytest.raises(CropError, match="expected 24x24"):
+        data.check_crops(split, cfg.work_dir, CROP_SIZE)

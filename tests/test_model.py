@@ -1,0 +1,96 @@
+"""dfhelpers.model: backbone registry, heads, SRM front end, save/load, weight errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfhelpers import model
+from dfhelpers.config import TrainConfig
+from dfhelpers.errors import ConfigError, MissingWeightsError, ModelLoadError
+
+CROP_SIZE = 40
+
+
+def _crops(n: int = 3, size: int = CROP_SIZE) -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "backbone, image_size",
+    [("small_cnn", 32), ("mobilenet_v2", 32), ("nasnet_mobile", 32), ("efficientnet_b0", 32),
+     ("inception_resnet_v2", 75)],
+)
+def test_each_backbone_builds_without_weights_and_outputs_one_probability(backbone, image_size):
+    detector = model.build(TrainConfig(backbone=backbone, image_size=image_size, weights=None), crop_size=CROP_SIZE)
+    fake_probability = detector.predict(_crops(), verbose=0)
+    assert detector.input_shape == (None, CROP_SIZE, CROP_SIZE, 3)
+    assert fake_probability.shape == (3, 1) and ((fake_probability >= 0) & (fake_probability <= 1)).all()
+
+
+def test_the_original_head_is_flatten_dense_dropout_dense():
+    detector = model.build(TrainConfig(head="flatten", image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
+    tail = [layer.name for layer in detector.layers[-4:]]
+    assert tail == ["flatten", "dense", "dropout", "fake_probability"]
+    assert detector.get_layer("dense").units == 512
+
+
+@pytest.mark.parametrize("head, layer_name", [("pool", "pool"), ("avg_max", "avg_max")])
+def test_global_pooling_heads_build(head, layer_name):
+    detector = model.build(TrainConfig(head=head, image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
+    assert detector.get_layer(layer_name) is not None
+    assert detector.predict(_crops(), verbose=0).shape == (3, 1)
+
+
+def test_save_and_load_round_trip_gives_the_same_predictions(tmp_path):
+    train = TrainConfig(front_end="srm", image_size=32, cnn_filters=(4, 8))
+    detector = model.compile_model(model.build(train, crop_size=CROP_SIZE), train, steps_per_epoch=1)
+    detector.save(tmp_path / "detector.keras")
+    loaded = model.load(tmp_path / "detector.keras")
+    np.testing.assert_allclose(loaded.predict(_crops(), verbose=0), detector.predict(_crops(), verbose=0), atol=1e-6)
+    assert isinstance(loaded.get_layer("srm"), model.SRMResiduals)
+
+
+def test_srm_residuals_are_zero_on_a_flat_image_and_bounded():
+    layer = model.SRMResiduals(truncation=3.0)
+    flat = np.full((1, 16, 16, 3), 128.0, dtype="float32")
+    noisy = _crops(1, 16)
+    assert np.abs(np.asarray(layer(flat))[:, 2:-2, 2:-2]).max() < 1e-4  # float32 rounding of 1/12
+    residuals = np.asarray(layer(noisy))
+    assert residuals.shape == (1, 16, 16, 3) and np.abs(residuals).max() <= 1.0
+
+
+def test_loading_a_missing_model_names_the_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="nothing.keras"):
+        model.load(tmp_path / "nothing.keras")
+
+
+def test_loading_a_corrupt_model_names_the_file(tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"this is not a zip archive")
+    with pytest.raises(ModelLoadError, match="corrupt.keras"):
+        model.load(corrupt)
+
+
+def test_unavailable_imagenet_weights_name_the_config_key(monkeypatch, tmp_path):
+    # Simulate "offline" even where a network exists: downloads go through a dead proxy.
+    for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    train = TrainConfig(backbone="mobilenet_v2", weights="imagenet", image_size=96)
+    with pytest.raises(MissingWeightsError, match="train.weights: null"):
+        model.build(train, crop_size=96)
+
+
+def test_small_cnn_has_no_imagenet_weights():
+    with pytest.raises(MissingWeightsError, match="train.weights: null"):
+        model.build(TrainConfig(backbone="small_cnn", weights="imagenet", image_size=32), crop_size=CROP_SIZE)
+
+
+def test_unknown_backbone_is_a_config_error_listing_the_choices():
+    with pytest.raises(ConfigError, match="inception_resnet_v2"):
+        model.build(TrainConfig(backbone="xception9000"), crop_size=CROP_SIZE)
+
+
+def test_image_size_below_the_backbone_minimum_is_a_config_error():
+    with pytest.raises(ConfigError, match="minimum 75"):
+        model.build(TrainConfig(backbone="inception_resnet_v2", image_size=64), crop_size=CROP_SIZE)

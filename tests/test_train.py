@@ -1,0 +1,135 @@
+"""dfhelpers.train: fit, resume after an interruption, skip when complete, card, evaluation."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dfhelpers import config, model, train
+from dfhelpers.config import TrainConfig
+
+CROP_SIZE = 24
+
+
+class _Interrupt(Exception):
+    """Stands for a kernel restart or Ctrl-C in the middle of fit."""
+
+
+class _InterruptAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupt(f"interrupted after epoch {epoch + 1}")
+
+
+class _EpochsStarted(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def _write_run(work_dir: Path, n_per_video: int = 4) -> None:
+    """Two identities per split, one REAL and one FAKE video each; FAKE crops carry a bright square."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("train", "val", "test"):
+        for person in range(2):
+            for label in ("REAL", "FAKE"):
+                video = f"{split}{person}_{label.lower()}.mp4"
+                for frame in range(n_per_video):
+                    pixels = rng.integers(0, 120, (CROP_SIZE, CROP_SIZE, 3)).astype("uint8")
+                    if label == "FAKE":
+                        pixels[8:16, 8:16] = 250
+                    relative = Path("faces") / video / f"{frame}_0.jpg"
+                    (work_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(pixels).save(work_dir / relative, quality=95)
+                    rows.append({"path": str(relative), "video": video, "frame": frame, "track": 0,
+                                 "group": f"{split}{person}", "label": label, "split": split})
+    (work_dir / "manifests").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(work_dir / "manifests" / "split.csv", index=False)
+
+
+def _config(work_dir: Path, **train_options: object) -> config.Config:
+    options = {"model_name": "tiny", "image_size": CROP_SIZE, "cnn_filters": [4, 8], "head": "pool",
+               "batch_size": 8, "epochs": 2, "rotation": 0.0, **train_options}
+    raw = {"work_dir": str(work_dir), "data_dirs": [], "faces": {"crop_size": CROP_SIZE}, "train": options}
+    return config.from_dict(raw, base_dir=work_dir)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    _write_run(tmp_path)
+    return tmp_path
+
+
+def test_fit_writes_the_model_history_and_card(run_dir):
+    cfg = _config(run_dir)
+    card = train.fit(cfg, progress=False)
+    history = train.read_history(cfg)
+    assert history["epoch"].tolist() == [1, 2]
+    assert {"loss", "val_loss", "acc", "val_acc", "auc", "val_auc"} <= set(history.columns)
+    assert json.loads(cfg.model_card.read_text()) == card
+    assert card["best_epoch"] in (1, 2) and card["n_train_crops"] == 16
+    assert model.load(cfg.model_path).output_shape == (None, 1)
+    assert not cfg.checkpoint_dir.exists()
+
+
+def test_interrupted_fit_resumes_at_the_next_epoch(run_dir):
+    cfg = _config(run_dir, epochs=3)
+    with pytest.raises(_Interrupt):
+        train.fit(cfg, progress=False, callbacks=[_InterruptAfterEpoch(epoch=0)])
+    assert train.read_history(cfg)["epoch"].tolist() == [1]
+    assert not cfg.model_card.exists()
+    started = _EpochsStarted()
+    train.fit(cfg, progress=False, callbacks=[started])
+    assert started.epochs == [1, 2]
+    assert train.read_history(cfg)["epoch"].tolist() == [1, 2, 3]
+
+
+def test_complete_model_is_not_retrained(run_dir):
+    cfg = _config(run_dir, epochs=1)
+    first = train.fit(cfg, progress=False)
+    started = _EpochsStarted()
+    second = train.fit(cfg, progress=False, callbacks=[started])
+    assert started.epochs == [] and second == first
+    assert train.is_trained(cfg)
+
+
+def test_a_changed_split_makes_the_model_stale(run_dir):
+    cfg = _config(run_dir, epochs=1)
+    train.fit(cfg, progress=False)
+    split = pd.read_csv(cfg.split_csv)
+    split.iloc[:-1].to_csv(cfg.split_csv, index=False)
+    assert not train.is_trained(cfg)
+
+
+def test_evaluate_writes_frame_level_test_metrics(run_dir):
+    cfg = _config(run_dir, epochs=1)
+    train.fit(cfg, progress=False)
+    metrics = train.evaluate(cfg)
+    assert json.loads(cfg.train_metrics_json.read_text()) == metrics
+    assert metrics["n_test_crops"] == 16 and metrics["backbone"] == "small_cnn"
+    assert 0 <= metrics["test_auc"] <= 1 and 0 <= metrics["test_accuracy"] <= 1 and metrics["test_log_loss"] > 0
+
+
+def test_class_weights_only_when_the_split_is_unbalanced():
+    balanced = pd.Series([0, 1] * 10)
+    unbalanced = pd.Series([0] * 5 + [1] * 15)
+    assert train.class_weights(balanced, TrainConfig()) is None
+    assert train.class_weights(unbalanced, TrainConfig()) == {0: 2.0, 1: pytest.approx(2 / 3)}
+    assert train.class_weights(unbalanced, TrainConfig(class_weights="none")) is None
+
+
+def test_frame_metrics_of_a_perfect_ranking():
+    metrics = train.frame_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.9]))
+    assert metrics["test_auc"] == 1.0 and metrics["test_accuracy"] == 1.0
