@@ -16,6 +16,7 @@ or configuration).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if not notebooks:
         print(f"run_all: no notebook matches --from/--only in {notebooks_dir}", file=sys.stderr)
         return 2
+    # kernels inherit this: TensorFlow's C++ start-up chatter (no CUDA, CPU flags) is not news
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out_dir = Path(args.out).resolve() if args.out else cfg.executed_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run_all: {len(notebooks)} notebook(s) on {cfg.source}; executed copies in {out_dir}")
