@@ -256,3 +256,46 @@ def test_dask_cluster_gives_the_same_manifest_as_the_local_pool(corpus, clean_cr
     got, got_crops = comparable_manifest(cfg_path)
     pd.testing.assert_frame_equal(got, expected)
     assert got_crops == expected_crops
+
+
+# --- training killed mid-fit ----------------------------------------------------------------
+
+FIT = """
+import sys, time, keras
+from dfhelpers import config, train
+
+class Slow(keras.callbacks.Callback):  # leaves time to kill between epochs
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(float(sys.argv[2]))
+
+raw = {"work_dir": sys.argv[1], "data_dirs": [], "faces": {"crop_size": 24},
+       "train": {"model_name": "tiny", "image_size": 24, "cnn_filters": [4, 8], "head": "pool",
+                 "batch_size": 8, "epochs": 4, "rotation": 0.0}}
+train.fit(config.from_dict(raw, base_dir=config.Path(sys.argv[1])), progress=False, callbacks=[Slow()])
+"""
+
+
+def test_training_killed_after_an_epoch_resumes_at_the_next_one(tmp_path):
+    from test_train import _write_run
+
+    _write_run(tmp_path)
+    history = tmp_path / "models" / "tiny.history.csv"
+    process = subprocess.Popen([sys.executable, "-c", FIT, str(tmp_path), "30"], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.is_file() and len(pd.read_csv(history)) >= 1:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the sleeping callback: epoch 1 is finished and backed up
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    first_epoch = pd.read_csv(history)
+    assert len(first_epoch) == 1, "the kill was meant to land after epoch 1"
+    resumed = subprocess.run([sys.executable, "-c", FIT, str(tmp_path), "0"], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed_history = pd.read_csv(history)
+    assert resumed_history["epoch"].tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(resumed_history.head(1), first_epoch)  # epoch 1 was not trained again
+    assert (tmp_path / "models" / "tiny.keras").is_file()
