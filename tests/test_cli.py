@@ -9,43 +9,9 @@ import numpy as np
 import pytest
 
 from dfhelpers import cli
+from test_scoring import save_tiny_model, write_video  # the same tiny videos and model
 
 DFDETECT = Path(sys.executable).with_name("dfdetect")
-
-
-def write_video(path, n_frames=12, size=(320, 240), fps=15):
-    """A short H.264 video of Grace Hopper's photo sliding sideways."""
-    import av
-    import cv2
-    import matplotlib
-    import matplotlib.image
-
-    face = matplotlib.image.imread(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
-    width, height = size
-    face = cv2.resize(face, (int(face.shape[1] * height / face.shape[0]), height))
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(n_frames):
-            canvas = np.full((height, width, 3), 90, dtype=np.uint8)
-            left = 20 + 3 * index
-            canvas[:, left:left + face.shape[1]] = face[:, : width - left]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def save_tiny_model(path, crop_size=160):
-    """Crops (N, crop_size, crop_size, 3) 0..255 -> (N, 1) P(FAKE), as the model contract says."""
-    import keras
-
-    crops = keras.Input((crop_size, crop_size, 3))
-    mean_colour = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(crops))
-    fake_probability = keras.layers.Dense(1, activation="sigmoid")(mean_colour)
-    keras.Model(crops, fake_probability).save(path)
-    return path
 
 
 def run_dfdetect(*args):
