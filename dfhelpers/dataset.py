@@ -245,10 +245,7 @@ def read_split(path: str | Path) -> pd.DataFrame:
     Raises:
         StageOutputMissing: the file does not exist yet.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise StageOutputMissing(f"{path}: no split manifest yet; run notebook 03 (balance and split) first")
-    split = pd.read_csv(path, dtype=str, keep_default_na=False)
+    split = _read_manifest(path, "split manifest", "notebook 03 (balance and split)")
     return split.assign(frame=split["frame"].astype(int), track=pd.to_numeric(split["track"]).astype(int))
 
 
@@ -258,9 +255,14 @@ def read_videos(path: str | Path) -> pd.DataFrame:
     Raises:
         StageOutputMissing: the file does not exist yet.
     """
+    return _read_manifest(path, "video table", "notebook 01 (data classification)")
+
+
+def _read_manifest(path: str | Path, what: str, producer: str) -> pd.DataFrame:
+    """A manifest CSV with every column as text (empty, never NaN), or a pointer to its stage."""
     path = Path(path)
     if not path.is_file():
-        raise StageOutputMissing(f"{path}: no video table yet; run notebook 01 (data classification) first")
+        raise StageOutputMissing(f"{path}: no {what} yet; run {producer} first")
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import crops
 from dfhelpers import config, data
 from dfhelpers.errors import CropError, SplitError
 
@@ -15,22 +16,11 @@ CROP_SIZE = 24
 
 def _write_run(work_dir: Path, n_per_video: int = 3) -> None:
     """Two REAL and two FAKE videos per split; REAL crops dark, FAKE crops bright."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for split in ("train", "val", "test"):
-        for person in range(2):
-            for label in ("REAL", "FAKE"):
-                video = f"{split}{person}_{label.lower()}.mp4"
-                for frame in range(n_per_video):
-                    level = 40 if label == "REAL" else 200
-                    pixels = np.clip(rng.normal(level, 10, (CROP_SIZE, CROP_SIZE, 3)), 0, 255).astype("uint8")
-                    relative = Path("faces") / video / f"{frame}_0.jpg"
-                    (work_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(pixels).save(work_dir / relative, quality=95)
-                    rows.append({"path": str(relative), "video": video, "frame": frame, "track": 0,
-                                 "group": f"{split}{person}", "label": label, "split": split})
-    (work_dir / "manifests").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(work_dir / "manifests" / "split.csv", index=False)
+    def pixels(rng, label):
+        level = 40 if label == "REAL" else 200
+        return np.clip(rng.normal(level, 10, (CROP_SIZE, CROP_SIZE, 3)), 0, 255).astype("uint8")
+
+    crops.write_run(work_dir, n_per_video, pixels)
 
 
 def _config(work_dir: Path, **train: object) -> config.Config:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import crops
 from dfhelpers import config, model, train
 from dfhelpers.config import TrainConfig
 
@@ -40,23 +41,13 @@ class _EpochsStarted(keras.callbacks.Callback):
 
 def _write_run(work_dir: Path, n_per_video: int = 4) -> None:
     """Two identities per split, one REAL and one FAKE video each; FAKE crops carry a bright square."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for split in ("train", "val", "test"):
-        for person in range(2):
-            for label in ("REAL", "FAKE"):
-                video = f"{split}{person}_{label.lower()}.mp4"
-                for frame in range(n_per_video):
-                    pixels = rng.integers(0, 120, (CROP_SIZE, CROP_SIZE, 3)).astype("uint8")
-                    if label == "FAKE":
-                        pixels[8:16, 8:16] = 250
-                    relative = Path("faces") / video / f"{frame}_0.jpg"
-                    (work_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(pixels).save(work_dir / relative, quality=95)
-                    rows.append({"path": str(relative), "video": video, "frame": frame, "track": 0,
-                                 "group": f"{split}{person}", "label": label, "split": split})
-    (work_dir / "manifests").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(work_dir / "manifests" / "split.csv", index=False)
+    def pixels(rng, label):
+        noise = rng.integers(0, 120, (CROP_SIZE, CROP_SIZE, 3)).astype("uint8")
+        if label == "FAKE":
+            noise[8:16, 8:16] = 250
+        return noise
+
+    crops.write_run(work_dir, n_per_video, pixels)
 
 
 def _config(work_dir: Path, **train_options: object) -> config.Config:
