@@ -89,7 +89,15 @@ class FaceDetector:
         Only faces with prob >= min_face_prob whose crop is not empty are kept, largest first,
         at most max_faces_per_frame.
         """
-        results: list[tuple[np.ndarray, np.ndarray]] = [_no_faces()] * len(frames)
+        return [(boxes, probs) for boxes, probs, _ in self.detect_with_landmarks(frames)]
+
+    def detect_with_landmarks(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """As `detect`, plus MTCNN's five landmarks per face: (k, 5, 2) float32 full-resolution x, y.
+
+        The points are the eyes (left, right as seen in the image), the nose tip and the mouth
+        corners (left, right), in that order.
+        """
+        results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [_no_faces()] * len(frames)
         positions_by_shape: dict[tuple[int, ...], list[int]] = {}
         for position, frame in enumerate(frames):
             positions_by_shape.setdefault(frame.shape, []).append(position)
@@ -101,7 +109,7 @@ class FaceDetector:
                     results[position] = found
         return results
 
-    def _detect_same_size(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _detect_same_size(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         height, width = frames[0].shape[:2]
         scale = min(1.0, self.faces_cfg.detect_size / max(height, width))  # never upscale
         small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -109,20 +117,24 @@ class FaceDetector:
             small = np.stack(frames)
         else:  # INTER_AREA: the anti-aliased downscale that keeps small faces detectable
             small = np.stack([cv2.resize(f, small_size, interpolation=cv2.INTER_AREA) for f in frames])
-        batch_boxes, batch_probs = self._mtcnn.detect(small)
+        batch_boxes, batch_probs, batch_points = self._mtcnn.detect(small, landmarks=True)
         to_full = np.array([width / small_size[0], height / small_size[1]] * 2, dtype=np.float32)
-        return [self._keep(boxes, probs, to_full, frames[0].shape) for boxes, probs in zip(batch_boxes, batch_probs)]
+        return [self._keep(boxes, probs, points, to_full, frames[0].shape)
+                for boxes, probs, points in zip(batch_boxes, batch_probs, batch_points)]
 
-    def _keep(self, boxes: Any, probs: Any, to_full: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def _keep(self, boxes: Any, probs: Any, points: Any, to_full: np.ndarray,
+              shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if boxes is None:
             return _no_faces()
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * to_full
-        probs = np.asarray(probs, dtype=np.float32).reshape(-1)
+        # tolist(): facenet-pytorch returns object arrays with numpy 2
+        boxes = np.asarray(np.asarray(boxes).tolist(), dtype=np.float32).reshape(-1, 4) * to_full
+        probs = np.asarray(np.asarray(probs).tolist(), dtype=np.float32).reshape(-1)
+        points = np.asarray(np.asarray(points).tolist(), dtype=np.float32).reshape(-1, 5, 2) * to_full[:2]
         cfg = self.faces_cfg
         is_kept = [p >= cfg.min_face_prob and _has_area(_crop_box(b, cfg.crop_size, cfg.margin, shape))
                    for b, p in zip(boxes, probs)]
         kept = np.flatnonzero(is_kept)[: cfg.max_faces_per_frame]  # None keeps all
-        return boxes[kept], probs[kept]
+        return boxes[kept], probs[kept], points[kept]
 
 
 def crop_face(frame: np.ndarray, box: np.ndarray, crop_size: int, margin: int) -> np.ndarray:
@@ -304,8 +316,8 @@ _DETECTORS: dict[FacesConfig, FaceDetector] = {}  # per process: MTCNN loaded on
 _MAX_WIDTH_RATIO = 2.0  # a face does not double or halve in width between sampled frames
 
 
-def _no_faces() -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
+def _no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32), np.zeros((0, 5, 2), dtype=np.float32)
 
 
 def _crop_box(box: np.ndarray, crop_size: int, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
