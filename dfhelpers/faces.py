@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfhelpers import compat, files, video
+from dfhelpers import compat, files, video, workers
 from dfhelpers.config import Config, FacesConfig
 from dfhelpers.errors import ConfigError, MetadataError, StageOutputMissing, VideoReadError
 
@@ -283,14 +283,9 @@ def summarize(statuses: pd.DataFrame) -> pd.DataFrame:
 
 
 def local_executor(faces_cfg: FacesConfig) -> concurrent.futures.ProcessPoolExecutor:
-    """A process pool whose workers each load MTCNN once and use torch_threads threads.
-
-    "spawn" rather than fork: forking a process that already ran torch (a notebook kernel)
-    can deadlock its thread pools.
-    """
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=max(1, faces_cfg.workers), mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker, initargs=(faces_cfg,))
+    """A process pool whose workers each load MTCNN once, use torch_threads threads, and exit
+    when this process dies (a killed kernel leaves no 1 GB orphans; see dfhelpers.workers)."""
+    return workers.process_pool(faces_cfg.workers, _init_worker, (faces_cfg,))
 
 
 @contextlib.contextmanager
