@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if not notebooks:
         print(f"run_all: no notebook matches --from/--only in {notebooks_dir}", file=sys.stderr)
         return 2
-    # kernels inherit this: TensorFlow's C++ start-up chatter (no CUDA, CPU flags) is not news
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Kernels inherit these. An executed copy is read afterwards, not watched: a progress bar
+    # updates at most every 30 s, so a text bar (no ipywidgets) adds one line per 30 s and a
+    # widget bar stays one line whose final state is saved. (TensorFlow's start-up lines are
+    # quieted by `import dfhelpers` above, which sets TF_CPP_MIN_LOG_LEVEL.)
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
     out_dir = Path(args.out).resolve() if args.out else cfg.executed_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run_all: {len(notebooks)} notebook(s) on {cfg.source}; executed copies in {out_dir}")
@@ -74,11 +78,13 @@ def run_notebook(notebook: Path, executed: Path, config_path: Path, overrides: d
     print(f"{tag} {notebook.stem} ...", flush=True)
     started = time.monotonic()
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed),
-            parameters={"config_path": str(config_path), "overrides": overrides},
-            cwd=str(notebook.parent), kernel_name=kernel, progress_bar=False,
-        )
+        with tempfile.TemporaryDirectory(prefix="dfdetect-kernel-") as sockets:
+            papermill.execute_notebook(
+                str(notebook), str(executed),
+                parameters={"config_path": str(config_path), "overrides": overrides},
+                cwd=str(notebook.parent), kernel_name=kernel, progress_bar=False,
+                **_kernel_transport(Path(sockets)),
+            )
     except PapermillExecutionError as err:
         reason = f"{err.ename}: {err.evalue}".strip().splitlines()[0]
         print(f"{tag} {notebook.stem} FAILED after {_clock(time.monotonic() - started)} "
@@ -87,6 +93,17 @@ def run_notebook(notebook: Path, executed: Path, config_path: Path, overrides: d
         return False
     print(f"{tag} {notebook.stem} ok in {_clock(time.monotonic() - started)} -> {executed}", flush=True)
     return True
+
+
+def _kernel_transport(sockets: Path) -> dict:
+    """On POSIX, a kernel that talks over local sockets in `sockets` (short path, removed after the
+    notebook) rather than TCP: nothing listens on the network and the kernel prints no "running
+    over TCP without encryption" warning. Elsewhere papermill's default (TCP)."""
+    if os.name != "posix":
+        return {}
+    from traitlets.config import Config
+
+    return {"config": Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "kernel")}})}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
