@@ -1,0 +1,35 @@
+"""Every import order of TensorFlow and torch's vision stack survives in the project's environment.
+
+With tensorflow 2.21 and torch 2.14 `import tensorflow` then `import torchvision` segfaults (Triton
+after TensorFlow); `import dfhelpers` installs the guard (dfhelpers.compat). Each order runs in
+a fresh interpreter, as a notebook kernel would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+TORCH_SIDE = ("torchvision", "facenet_pytorch")
+
+# both orders of TensorFlow and each torch-side package after `import dfhelpers`, then the
+# orders of a notebook that imports dfhelpers late or not at all
+ORDERS = [("dfhelpers", *pair) for torch_side in TORCH_SIDE
+          for pair in (("tensorflow", torch_side), (torch_side, "tensorflow"))] + [
+    ("tensorflow", "dfhelpers", "torchvision"),       # a Keras notebook that imports dfhelpers later
+    ("keras", "dfhelpers", "facenet_pytorch"),
+    ("torchvision", "tensorflow"),                     # the order that is safe without dfhelpers
+]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["-".join(o) for o in ORDERS])
+def test_import_order_does_not_kill_the_process(order):
+    code = "".join(f"import {name}\n" for name in order) + "import torch\nprint(torch.ones(2).sum().item())\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=PROJECT)
+    assert result.returncode == 0, f"{' -> '.join(order)}: exit code {result.returncode}\n{result.stderr[-2000:]}"
+    assert result.stdout.strip() == "2.0"
