@@ -27,12 +27,21 @@ test: venv  ## set up, run the unit tests, then every notebook through nbval
 test-unit: venv
 	$(BIN)/python -m pytest tests
 
+# Every run starts from an empty run folder, so that each stage really runs (the generated
+# sample in data/sample is reused: it is identical for the same seed).
 test-notebooks: venv
+	rm -rf runs/nbval
 	DFDETECT_OVERRIDES='$(NBVAL_OVERRIDES)' $(BIN)/python -m pytest --nbval-lax notebooks
 
-bench: venv  ## speed benchmarks on DFDC-sized videos generated from the sample (see benchmarks/)
+# The three benchmarks of benchmarks/ on DFDC-sized videos generated from the sample; each
+# prints its figures and a last JSON line. The scoring benchmark needs a model: it builds an
+# untrained MobileNetV2 (speed does not depend on the weights).
+bench: venv  ## speed benchmarks: face stage, scoring, training input (see benchmarks/)
 	$(BIN)/python -m dfhelpers.sample generate --out runs/bench-videos --preset dfdc --videos 4
-	$(BIN)/python benchmarks/bench_faces.py runs/bench-videos/test_videos
+	$(BIN)/python benchmarks/bench_faces.py runs/bench-videos/test_videos --baseline-frames 20
+	$(BIN)/python benchmarks/bench_inference.py runs/bench-videos/test_videos --model runs/bench-model.keras \
+	    --build-model mobilenet_v2 --baseline-frames 30
+	$(BIN)/python benchmarks/bench_train.py --config configs/sample.yaml
 
 clean:  ## remove run folders and the generated sample (never the venv)
 	rm -rf runs data/sample

@@ -14,10 +14,15 @@ import numpy as np
 
 
 def write_video(path: Path, frames: list[np.ndarray] | np.ndarray, fps: int = 15,
-                codec: str = "libx264") -> Path:
-    """Encode RGB frames (all one size) into `path` with PyAV."""
+                codec: str = "libx264", index_first: bool = False) -> Path:
+    """Encode RGB frames (all one size) into `path` with PyAV.
+
+    index_first puts the MP4 index (moov) before the frames ("faststart", as streamed files
+    have it), so that a truncated copy still opens and breaks mid-stream.
+    """
     height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
+    options = {"movflags": "faststart"} if index_first else {}
+    with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.options = {"threads": "1"}
@@ -66,7 +71,8 @@ def grace_hopper() -> np.ndarray:
 
 
 def truncated_copy(source: Path, target: Path, keep: float = 0.4) -> Path:
-    """The first `keep` share of a video file's bytes: breaks mid-stream."""
+    """The first `keep` share of a video file's bytes: an interrupted download or copy. Without
+    its index (written last by default) it cannot be opened; with it, it breaks mid-stream."""
     data = source.read_bytes()
     target.write_bytes(data[: int(len(data) * keep)])
     return target
