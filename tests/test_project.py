@@ -1,5 +1,7 @@
 import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -38,6 +40,32 @@ def test_committed_notebooks_have_a_parameters_cell_and_no_stray_outputs():
                 assert not cell.get("outputs"), f"{path.name}: strip outputs"
 
 
-def test_ci_calls_the_readme_test_command():
-    assert "make test" in (PROJECT / ".ci" / "run").read_text()
-    assert "make test" in (PROJECT / "README.md").read_text()
+def makefile_targets() -> set[str]:
+    text = (PROJECT / "Makefile").read_text()
+    return {name for line in text.splitlines() if (m := re.match(r"^([\w.-]+)\s*:(?!=)", line))
+            for name in [m.group(1)]}
+
+
+def test_ci_runs_make_test_and_fails_when_it_fails(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    make = fake_bin / "make"  # records how it was called, then fails as a failing test run would
+    make.write_text(f'#!/bin/sh\necho "$PWD $*" > {tmp_path / "called"}\nexit 3\n')
+    make.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([str(PROJECT / ".ci" / "run")], env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert result.returncode != 0
+    assert (tmp_path / "called").read_text().split() == [str(PROJECT), "test"]
+
+
+def test_every_make_command_in_the_readme_is_a_makefile_target():
+    commands = re.findall(r"\bmake ([a-z][\w-]*)", (PROJECT / "README.md").read_text())
+    assert {"demo", "test"} <= set(commands)
+    assert set(commands) <= makefile_targets(), set(commands) - makefile_targets()
+
+
+def test_every_document_the_readme_links_to_is_in_the_repository():
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (PROJECT / "README.md").read_text())
+    local = [link for link in links if not re.match(r"[a-z]+://", link)]
+    assert "docs/design.md" in local and "docs/face-sources.md" in local
+    assert [link for link in local if not (PROJECT / link).exists()] == []
