@@ -107,6 +107,15 @@ class TrainConfig:
     """Model and fitting (dfhelpers.model, dfhelpers.data, dfhelpers.train)."""
 
     model_name: str = "detector"  # models/<model_name>.keras, .history.csv, .json
+    # what the FAKE class is trained on: "given" the FAKE crops of the split; "self_blend" pseudo-fakes
+    # made on the fly from the REAL crops (Shiohara & Yamasaki 2022: no generator's fingerprint to
+    # memorise, and REAL videos alone suffice); "mixed" both
+    fakes: Literal["given", "self_blend", "mixed"] = "given"
+    # a temperature fitted on the val split makes P(FAKE) honest (val log loss, model card);
+    # "none" keeps the raw sigmoid
+    calibration: Literal["temperature", "none"] = "temperature"
+    # never sharpen: a model sure of itself on val is not sure on footage unlike its training data
+    min_temperature: float = 1.0
     backbone: str = "small_cnn"  # see dfhelpers.model.BACKBONES
     weights: Optional[Literal["imagenet"]] = None  # "imagenet" needs a network on first use
     head: Literal["flatten", "pool", "avg_max"] = "flatten"  # "flatten": the original Flatten-Dense512-Dropout head;
