@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfhelpers import compat, files, video
+from dfhelpers import compat, files, selfblend, video
 from dfhelpers.config import Config, FacesConfig
 from dfhelpers.errors import ConfigError, MetadataError, StageOutputMissing, VideoReadError
 
@@ -30,8 +30,7 @@ ROWS_FILE = "rows.csv"  # inside faces/<video stem>/: that video's manifest rows
 SETTINGS_FILE = "crop_settings.json"  # inside faces/: the settings the crops were made with
 # MTCNN's five points per crop in crop pixels (0..crop_size, after the margin and the resize):
 # eyes (left, right as seen in the image), nose tip, mouth corners (left, right)
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in ("x", "y")]
+LANDMARK_NAMES, LANDMARK_COLUMNS = selfblend.LANDMARK_NAMES, selfblend.LANDMARK_COLUMNS
 CROP_COLUMNS = ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob", "path", *LANDMARK_COLUMNS]
 STATUS_COLUMNS = ["video", "status", "frames_read", "n_faces", "seconds"]
 # faces.csv holds both kinds of row: kind "crop" (one per face crop) and kind "video" (one per video)
