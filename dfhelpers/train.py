@@ -18,7 +18,7 @@ from tqdm.keras import TqdmCallback
 
 from dfhelpers import config, data, files, model
 from dfhelpers.config import Config
-from dfhelpers.errors import SplitError, StageOutputMissing
+from dfhelpers.errors import ConfigError, SplitError, StageOutputMissing
 
 # Written by keras.callbacks.BackupAndRestore into cfg.checkpoint_dir: the last finished epoch.
 BACKUP_STATE = "training_metadata.json"
@@ -34,6 +34,9 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
 
     Args:
         callbacks: extra Keras callbacks, run after ours (a custom progress display, a test's interrupt).
+    Raises:
+        ConfigError: a complete model of this name was trained with other train settings; it is
+            never replaced silently (a new split for the same settings does retrain it).
     Returns:
         The model card (also written to cfg.model_card).
     """
@@ -41,6 +44,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     split_sha256 = files.sha256(cfg.split_csv)
     if is_trained(cfg):
         return read_card(cfg)
+    _refuse_to_replace(cfg)
     crops, bad = data.check_crops(split, cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop, progress)
     train_crops, val_crops = _fit_splits(crops, cfg)
     initial_epoch = _prepare_resume(cfg, split_sha256)
@@ -273,6 +277,22 @@ def _fit_splits(crops: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.Data
         needs = "REAL crops" if cfg.train.fakes != "given" else "both REAL and FAKE crops (or train.fakes: self_blend)"
         raise SplitError(f"{cfg.split_csv}: the train split needs {needs}; check notebook 03")
     return train_examples, data.examples(val_crops, cfg, "val")
+
+
+def _refuse_to_replace(cfg: Config) -> None:
+    """A finished model trained with other train settings is kept: the user names the new one."""
+    if not (cfg.model_card.is_file() and cfg.model_path.is_file()):
+        return
+    previous = json.loads(cfg.model_card.read_text()).get("fingerprint", {})
+    current = json.loads(json.dumps(fingerprint(cfg)))
+    if previous == current:
+        return
+    old_train, new_train = previous.get("train", {}), current["train"]
+    changed = [f"{key}: {old_train.get(key)!r} -> {value!r}" for key, value in new_train.items()
+               if old_train.get(key) != value] or [f"crop_size: {previous.get('crop_size')} -> {current['crop_size']}"]
+    raise ConfigError(f"{cfg.model_path}: trained with other train settings ({'; '.join(changed[:3])}); "
+                      f"set train.model_name to a new name (run_all.py -p train.model_name NAME) to keep both, "
+                      f"or delete {cfg.model_card.name} to replace it")
 
 
 def _prepare_resume(cfg: Config, split_sha256: str) -> int:

@@ -12,7 +12,7 @@ from PIL import Image
 import crops
 from dfhelpers import config, model, train
 from dfhelpers.config import TrainConfig
-from dfhelpers.errors import SplitError
+from dfhelpers.errors import ConfigError, SplitError
 
 CROP_SIZE = 24
 
@@ -103,6 +103,18 @@ def test_a_changed_split_makes_the_model_stale(run_dir):
     split = pd.read_csv(cfg.split_csv)
     split.iloc[:-1].to_csv(cfg.split_csv, index=False)
     assert not train.is_trained(cfg)
+
+
+def test_a_finished_model_is_not_replaced_by_other_settings(run_dir):
+    first = _config(run_dir, epochs=1)
+    train.fit(first, progress=False)
+    saved = first.model_path.read_bytes()
+    with pytest.raises(ConfigError, match=r"cnn_filters.*train.model_name"):
+        train.fit(_config(run_dir, epochs=1, cnn_filters=[4, 4]), progress=False)
+    assert first.model_path.read_bytes() == saved and train.is_trained(first)
+    other = _config(run_dir, epochs=1, cnn_filters=[4, 4], model_name="narrow")
+    train.fit(other, progress=False)
+    assert train.is_trained(other) and train.is_trained(first)
 
 
 def test_evaluate_writes_frame_level_test_metrics(run_dir):
