@@ -181,7 +181,7 @@ def _slices(crops: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
     is_blend = crops["is_blend"].to_numpy(dtype=bool) if "is_blend" in crops else np.zeros(n_rows, dtype=bool)
     points = np.zeros((n_rows, 10), dtype="float32")
     if is_blend.any():
-        points[is_blend] = crops.loc[is_blend, LANDMARK_COLUMNS].to_numpy(dtype="float32") if n_rows else points[:0]
+        points[is_blend] = crops.loc[is_blend, LANDMARK_COLUMNS].to_numpy(dtype="float32")
     seeds = crops["blend_seed"].to_numpy(dtype="int64") if "blend_seed" in crops else np.zeros(n_rows, dtype="int64")
     return {"path": np.array([str(cfg.work_dir / relative) for relative in crops["path"]], dtype=object),
             "label": crops["label_index"].to_numpy(dtype="float32"), "is_blend": is_blend,
