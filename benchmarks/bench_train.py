@@ -5,8 +5,10 @@
 Uses the run's train crops when split.csv exists, otherwise synthetic JPEG crops of the
 configured crop size. The pipeline (decode, cache, shuffle, augment, batch) and the
 training step (forward, backward, update on an in-memory batch) are timed separately;
-the pipeline should be at least 3x faster so training never waits for data.
-Last line: {"pipeline_img_s": ..., "train_step_img_s": ..., "ratio": ...}.
+the pipeline should be at least 3x faster so training never waits for data. The pipeline
+is timed twice on the same crops: with train.fakes "given" and "self_blend" (half the
+images self-blended on the fly).
+Last line: {"pipeline_img_s": ..., "self_blend_pipeline_img_s": ..., "train_step_img_s": ..., "ratio": ...}.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import tensorflow as tf
 from PIL import Image
 
 from dfhelpers import config, data, model
+from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 SYNTHETIC_CROPS = 512  # enough for several batches, small enough to write in seconds
+LANDMARK_FRACTIONS = np.array([[0.36, 0.40], [0.64, 0.40], [0.50, 0.55], [0.39, 0.68], [0.61, 0.68]])
 
 
 def main() -> None:
@@ -39,15 +43,23 @@ def main() -> None:
     cfg = config.load(args.config)
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
         crops, cfg = _crops(cfg, Path(scratch))
-        pipeline_img_s = _pipeline_img_s(crops, cfg, args.repeats)
-        train_step_img_s = _train_step_img_s(crops, cfg, args.repeats, args.steps)
-    ratio = pipeline_img_s / train_step_img_s
-    print(f"input pipeline: {pipeline_img_s:.0f} img/s (median of {args.repeats} epochs, {len(crops)} crops)")
+        given = _with_fakes(cfg, "given")
+        pipeline_img_s = _pipeline_img_s(data.examples(crops, given, "train"), given, args.repeats)
+        blending = _with_fakes(cfg, "self_blend")
+        blend_img_s = _pipeline_img_s(data.examples(crops, blending, "train"), blending, args.repeats)
+        train_step_img_s = _train_step_img_s(crops, given, args.repeats, args.steps)
+    ratio = min(pipeline_img_s, blend_img_s) / train_step_img_s
+    print(f"input pipeline: {pipeline_img_s:.0f} img/s given, {blend_img_s:.0f} img/s self_blend "
+          f"(median of {args.repeats} epochs, {len(crops)} crops)")
     print(f"training step ({cfg.train.backbone}, {cfg.train.image_size} px, batch {cfg.train.batch_size}): "
           f"{train_step_img_s:.0f} img/s (median of {args.repeats})")
     print(f"pipeline / training step: {ratio:.1f}x ({'OK' if ratio >= 3 else 'pipeline is a bottleneck'})")
-    print(json.dumps({"pipeline_img_s": round(pipeline_img_s, 1), "train_step_img_s": round(train_step_img_s, 1),
-                      "ratio": round(ratio, 2)}))
+    print(json.dumps({"pipeline_img_s": round(pipeline_img_s, 1), "self_blend_pipeline_img_s": round(blend_img_s, 1),
+                      "train_step_img_s": round(train_step_img_s, 1), "ratio": round(ratio, 2)}))
+
+
+def _with_fakes(cfg: config.Config, fakes: str) -> config.Config:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fakes=fakes))
 
 
 def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Config]:
@@ -65,7 +77,8 @@ def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Conf
         relative = Path("faces") / f"synthetic_{index:04d}.jpg"
         (scratch / relative).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(scratch / relative, quality=95)
-        rows.append({"path": str(relative), "label_index": index % 2})
+        points = (LANDMARK_FRACTIONS * size).reshape(-1)  # where MTCNN puts a face's points in a crop
+        rows.append({"path": str(relative), "label_index": index % 2, **dict(zip(LANDMARK_COLUMNS, points))})
     print(f"crops: {SYNTHETIC_CROPS} synthetic {size} px crops (no split.csv at {cfg.split_csv})")
     return pd.DataFrame(rows), dataclasses.replace(cfg, work_dir=scratch)
 

@@ -66,9 +66,12 @@ class FacesConfig:
     # longest side of the copy MTCNN sees: 1080p has 9x the pixels of 640x360; faces down to
     # min_face_size x 3 = 60 px in a 1080p frame are still found
     detect_size: int = 640
-    thresholds: tuple[float, float, float] = (0.9, 0.9, 0.9)  # the original workflow's P/R/O-net thresholds
+    # P/R/O-net thresholds: facenet-pytorch's defaults. The original workflow's (0.9, 0.9, 0.9) stays
+    # available, but on a downscaled copy it drops dim or small real faces (a 105 px DFDC face: 4 of 32
+    # frames kept), and a video without enough faces falls back to the prior
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_face_size: int = 20  # px on the detection copy; MTCNN's own default
-    min_face_prob: float = 0.9  # crops below this are mostly background
+    min_face_prob: float = 0.7  # as the O-net threshold: a face MTCNN accepts is kept (the original: 0.9)
     margin: int = 50  # px in the output crop, as facenet-pytorch's extract_face
     crop_size: int = 160  # the original workflow's crop and model input size
     batch_size: int = 8  # frames per MTCNN call: as fast as 16 on CPU, ~150 MB less per worker at 1080p
@@ -107,6 +110,15 @@ class TrainConfig:
     """Model and fitting (dfhelpers.model, dfhelpers.data, dfhelpers.train)."""
 
     model_name: str = "detector"  # models/<model_name>.keras, .history.csv, .json
+    # what the FAKE class is trained on: "given" the FAKE crops of the split; "self_blend" pseudo-fakes
+    # made on the fly from the REAL crops (Shiohara & Yamasaki 2022: no generator's fingerprint to
+    # memorise, and REAL videos alone suffice); "mixed" both
+    fakes: Literal["given", "self_blend", "mixed"] = "given"
+    # a temperature fitted on the val split makes P(FAKE) honest (val log loss, model card);
+    # "none" keeps the raw sigmoid
+    calibration: Literal["temperature", "none"] = "temperature"
+    # never sharpen: a model sure of itself on val is not sure on footage unlike its training data
+    min_temperature: float = 1.0
     backbone: str = "small_cnn"  # see dfhelpers.model.BACKBONES
     weights: Optional[Literal["imagenet"]] = None  # "imagenet" needs a network on first use
     head: Literal["flatten", "pool", "avg_max"] = "flatten"  # "flatten": the original Flatten-Dense512-Dropout head;

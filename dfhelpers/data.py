@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from pathlib import Path
 
 import keras
@@ -12,8 +13,10 @@ import tensorflow as tf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dfhelpers import selfblend
 from dfhelpers.config import Config, TrainConfig
 from dfhelpers.errors import CropError, SplitError, StageOutputMissing
+from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 LABELS = {"REAL": 0, "FAKE": 1}  # the model outputs P(FAKE)
 SPLIT_COLUMNS = ("path", "video", "frame", "track", "group", "label", "split")
@@ -73,25 +76,51 @@ def check_crops(
     return crops[~is_bad], bad
 
 
+def examples(crops: pd.DataFrame, cfg: Config, split_name: str) -> pd.DataFrame:
+    """The rows one split feeds the model: its crops and, per train.fakes, self-blended pseudo-fakes.
+
+    "given": the crops as they are. "self_blend": the REAL crops, each also as a pseudo-fake
+    (label FAKE, is_blend): train and val never show a given FAKE. "mixed": all crops plus a
+    pseudo-fake of each REAL one in train; val as given. A test split, or any split
+    without FAKE crops, keeps its crops and gains pseudo-fakes only when it has no FAKE.
+    Pseudo-fakes get a fixed `blend_seed` per row (training adds a fresh draw each epoch).
+
+    Raises:
+        SplitError: pseudo-fakes are needed but the crops have no landmarks (old crop manifest).
+    """
+    fakes = cfg.train.fakes
+    given = crops.assign(is_blend=False, blend_seed=0)
+    has_fake = bool((crops["label_index"] == 1).any())
+    if fakes == "given" or (has_fake and (split_name == "test" or (split_name == "val" and fakes == "mixed"))):
+        return given
+    reals = given[given["label_index"] == 0]
+    _check_landmarks(reals, cfg)
+    rng = np.random.default_rng([cfg.train.seed, SPLITS.index(split_name)])
+    blended = reals.assign(label_index=1, is_blend=True, blend_seed=rng.integers(0, 2**31 - 1, size=len(reals)))
+    kept = given if fakes == "mixed" or (split_name == "test" or not has_fake) else reals
+    return pd.concat([kept, blended], ignore_index=True)
+
+
 def make_dataset(crops: pd.DataFrame, cfg: Config, training: bool) -> tf.data.Dataset:
     """Batches of (crops float32 (N, S, S, 3) in 0..255, labels float32 (N,)); S = faces.crop_size.
 
     Decoding runs in parallel; decoded uint8 crops are cached in memory when they fit
-    (train.cache_max_mb). Training batches are shuffled every epoch and augmented.
-    Expects rows already passed through check_crops.
+    (train.cache_max_mb). Training batches are shuffled every epoch and augmented. Rows
+    marked `is_blend` (see `examples`) are self-blended after the cache, so each epoch
+    draws new pseudo-fakes. Expects rows already passed through check_crops.
     """
     train, size = cfg.train, cfg.faces.crop_size
-    paths = [str(cfg.work_dir / relative) for relative in crops["path"]]
-    labels = crops["label_index"].to_numpy(dtype="float32")
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    dataset = tf.data.Dataset.from_tensor_slices(_slices(crops, cfg))
     is_cached = fits_in_cache(len(crops), size, train)
     if training and not is_cached:  # file names are small: shuffle all of them, not a window
         dataset = dataset.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda path, label: (_decode(path, size), label), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda row: {**row, "image": _decode(row["path"], size)}, num_parallel_calls=tf.data.AUTOTUNE)
     if is_cached:
         dataset = dataset.cache()
         if training:
             dataset = dataset.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
+    blend = functools.partial(_blend, size=size, training=training)
+    dataset = dataset.map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     dataset = dataset.batch(train.batch_size)
     augmenter = augmentation(train) if training else None
     if augmenter is not None:
@@ -135,6 +164,45 @@ def load_crops(paths: list[Path], crop_size: int) -> np.ndarray:
 
 
 # --- private helpers ------------------------------------------------------------------------
+
+
+def _check_landmarks(reals: pd.DataFrame, cfg: Config) -> None:
+    missing = [c for c in LANDMARK_COLUMNS if c not in reals.columns]
+    if missing or reals[LANDMARK_COLUMNS].isna().any().any():
+        raise SplitError(
+            f"{cfg.split_csv}: crops without face landmarks cannot be self-blended (train.fakes: {cfg.train.fakes}); "
+            "they were cropped before landmarks were stored: crop again into a new work_dir (notebook 02), "
+            "then re-run notebook 03, or set train.fakes: given")
+
+
+def _slices(crops: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
+    """Per row: path, label, is_blend, blend_seed and landmarks (zeros where unused)."""
+    n_rows = len(crops)
+    is_blend = crops["is_blend"].to_numpy(dtype=bool) if "is_blend" in crops else np.zeros(n_rows, dtype=bool)
+    points = np.zeros((n_rows, 10), dtype="float32")
+    if is_blend.any():
+        points[is_blend] = crops.loc[is_blend, LANDMARK_COLUMNS].to_numpy(dtype="float32")
+    seeds = crops["blend_seed"].to_numpy(dtype="int64") if "blend_seed" in crops else np.zeros(n_rows, dtype="int64")
+    return {"path": np.array([str(cfg.work_dir / relative) for relative in crops["path"]], dtype=object),
+            "label": crops["label_index"].to_numpy(dtype="float32"), "is_blend": is_blend,
+            "blend_seed": seeds, "landmarks": points}
+
+
+def _blend(row: dict[str, tf.Tensor], size: int, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """(image, label) of one row: the decoded crop, or its self-blend when the row asks for one."""
+    seed = row["blend_seed"]
+    if training:  # a new pseudo-fake every epoch: the same face is never blended the same way twice
+        seed = seed + tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64)
+
+    def blended() -> tf.Tensor:
+        image = tf.numpy_function(_self_blend, [row["image"], row["landmarks"], seed], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (size, size, 3))
+
+    return tf.cond(row["is_blend"], blended, lambda: row["image"]), row["label"]
+
+
+def _self_blend(image: np.ndarray, landmarks: np.ndarray, seed: np.int64) -> np.ndarray:
+    return selfblend.self_blend(image, landmarks, np.random.default_rng(int(seed)))
 
 
 def _photometric(train: TrainConfig) -> list[keras.layers.Layer]:

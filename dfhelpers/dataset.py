@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from dfhelpers.config import SplitConfig
 from dfhelpers.errors import CropError, LeakageError, SplitError, StageOutputMissing
 from dfhelpers.files import atomic_path, write_csv
+from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 LABELS = ("REAL", "FAKE")
 LABEL_IDS = {"REAL": 0, "FAKE": 1}  # the training target: 1 = FAKE, as in the DFDC submission
@@ -66,7 +67,7 @@ def group_table(split: pd.DataFrame) -> pd.DataFrame:
 
 
 def balance(crops: pd.DataFrame, mode: str = "per_group", seed: int = 33,
-            drop_groups_without_real: bool = True) -> pd.DataFrame:
+            drop_groups_without_real: bool = True, keep_real_only: bool = False) -> pd.DataFrame:
     """Undersample the majority class of labelled crops (columns video, frame, label, group).
 
     mode "per_group" (the original rule) keeps, in every group, as many crops of the
@@ -75,16 +76,24 @@ def balance(crops: pd.DataFrame, mode: str = "per_group", seed: int = 33,
     whole frames spread evenly over the majority class's videos, so every FAKE method in a
     group is represented; the same seed and crops give the same rows whatever their order.
     A group without REAL crops is dropped with a warning, or kept with a warning when
-    `drop_groups_without_real` is False (modes global/none only).
+    `drop_groups_without_real` is False (modes global/none only). A group without FAKE
+    crops is dropped by per_group balancing, unless `keep_real_only` (self-blended training
+    makes its fakes from REAL crops): then it keeps all its crops.
 
     Raises:
         SplitError: unknown mode, or keeping groups without REAL crops under per_group.
     """
     if mode not in ("per_group", "global", "none"):
         raise SplitError(f"split.balance {mode!r} is unknown; use per_group, global or none")
-    crops = _handle_single_class_groups(_sorted(crops), mode, drop_groups_without_real)
+    crops = _handle_single_class_groups(_sorted(crops), mode, drop_groups_without_real, keep_real_only)
     if mode == "none" or crops.empty:
         return crops
+    if keep_real_only:  # REAL-only groups are kept whole; the others are balanced as usual
+        has_fake = crops.groupby("group")["label"].transform(lambda labels: (labels == "FAKE").any())
+        real_only = crops[~has_fake]
+        if len(real_only):
+            rest = balance(crops[has_fake], mode, seed, drop_groups_without_real) if has_fake.any() else crops[has_fake]
+            return _sorted(pd.concat([rest, real_only], ignore_index=True)).reset_index(drop=True)
     by = ["group", "label"] if mode == "per_group" else ["label"]
     n_per_class = crops.groupby(by)["video"].transform("size")
     if mode == "global" and crops["label"].nunique() < 2:
@@ -114,7 +123,7 @@ def class_weights(split: pd.DataFrame) -> dict[int, float]:
 # --- splitting ----------------------------------------------------------------------------
 
 
-def split_groups(crops: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
+def split_groups(crops: pd.DataFrame, split_cfg: SplitConfig, needs_fake: bool = True) -> pd.DataFrame:
     """The crops with a `split` column: whole groups go to test and val, the rest to train.
 
     Groups come from `split_cfg.test_groups`/`val_groups` when listed, else a seeded,
@@ -123,6 +132,7 @@ def split_groups(crops: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
     classes (or one of each), then test and val get REAL and FAKE where the groups allow.
     `frame_level_val` instead takes `frame_level_val_fraction` of the frames of every
     non-test group and class (the original 89/11 rule) and warns that this leaks.
+    `needs_fake` False (self-blended training) accepts a train split without FAKE crops.
 
     Raises:
         SplitError: a listed group is unknown or listed twice, the config asks for more
@@ -144,7 +154,7 @@ def split_groups(crops: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
         val = listed_val or _draw_groups(pool, split_cfg.val_fraction, len(groups), "val", rng)
         names = pd.Series("train", index=groups.index).mask(groups.index.isin(test), "test")
         split = crops.assign(split=crops["group"].map(names.mask(groups.index.isin(val), "val")))
-    _check_classes(split)
+    _check_classes(split, needs_fake)
     return split
 
 
@@ -180,8 +190,13 @@ def leakage_table(split: pd.DataFrame, frame_level_val: bool = False) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def build_split(videos: pd.DataFrame, crops: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
+def build_split(videos: pd.DataFrame, crops: pd.DataFrame, split_cfg: SplitConfig,
+                fakes: str = "given") -> pd.DataFrame:
     """Groups, balance, split and leakage check: the rows of manifests/split.csv.
+
+    `fakes` is train.fakes: unless "given", REAL-only groups are kept (not dropped by
+    balancing) and the train split may lack FAKE crops, since training makes its own.
+    The crops' landmark columns, when present, are kept for self-blending.
 
     Raises:
         SplitError: no crops, crops of videos missing from `videos`, or a config the data
@@ -189,12 +204,14 @@ def build_split(videos: pd.DataFrame, crops: pd.DataFrame, split_cfg: SplitConfi
     """
     grouped = assign_groups(videos, split_cfg.group_by)
     labelled = _cap_crops_per_video(attach_videos(crops, grouped), split_cfg.max_crops_per_video)
-    balanced = balance(labelled, split_cfg.balance, split_cfg.seed, split_cfg.drop_groups_without_real)
+    makes_fakes = fakes != "given"
+    balanced = balance(labelled, split_cfg.balance, split_cfg.seed, split_cfg.drop_groups_without_real,
+                       keep_real_only=makes_fakes)
     if balanced.empty:
         raise SplitError("no crops are left after balancing; check the labels and split.balance in the config")
-    split = split_groups(balanced, split_cfg)
+    split = split_groups(balanced, split_cfg, needs_fake=not makes_fakes)
     check_leakage(split, frame_level_val=split_cfg.frame_level_val)
-    return split[SPLIT_COLUMNS].reset_index(drop=True)
+    return split[_columns(split)].reset_index(drop=True)
 
 
 def attach_videos(crops: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
@@ -233,7 +250,7 @@ def summary(split: pd.DataFrame) -> pd.DataFrame:
 def write_split(split: pd.DataFrame, path: str | Path) -> Path:
     """Write split.csv atomically; an identical existing file is left untouched (mtime kept)."""
     path = Path(path)
-    rows = split[SPLIT_COLUMNS]
+    rows = split[_columns(split)]
     if path.is_file() and _same_rows(read_split(path), rows):
         return path
     return write_csv(rows, path)
@@ -386,7 +403,8 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def _handle_single_class_groups(crops: pd.DataFrame, mode: str, drop_without_real: bool) -> pd.DataFrame:
+def _handle_single_class_groups(crops: pd.DataFrame, mode: str, drop_without_real: bool,
+                                keep_real_only: bool = False) -> pd.DataFrame:
     labels_per_group = crops.groupby("group")["label"].agg(set)
     no_real = sorted(labels_per_group.index[labels_per_group.map(lambda s: "REAL" not in s)])
     no_fake = sorted(labels_per_group.index[labels_per_group.map(lambda s: "FAKE" not in s)])
@@ -397,7 +415,7 @@ def _handle_single_class_groups(crops: pd.DataFrame, mode: str, drop_without_rea
     if no_real:
         action = "dropped" if drop_without_real else "kept (class weights balance them)"
         warnings.warn(f"{len(no_real)} group(s) have no REAL crops (first: {no_real[0]!r}); {action}", stacklevel=3)
-    if no_fake and mode == "per_group":
+    if no_fake and mode == "per_group" and not keep_real_only:
         dropped |= set(no_fake)
         warnings.warn(f"{len(no_fake)} group(s) have no FAKE crops (first: {no_fake[0]!r}); "
                       "dropped by per-group balancing", stacklevel=3)
@@ -527,13 +545,13 @@ def _round_half_up(value: float) -> int:
     return int(np.floor(value + 0.5 + 1e-9))
 
 
-def _check_classes(split: pd.DataFrame) -> None:
+def _check_classes(split: pd.DataFrame, needs_fake: bool = True) -> None:
     for name in SPLITS:
         labels = set(split.loc[split["split"] == name, "label"])
         missing = [label for label in LABELS if label not in labels]
-        if name == "train" and missing:
+        if name == "train" and missing and (needs_fake or "REAL" in missing):
             raise SplitError(f"the train split has no {missing[0]} crops; add identities or change the group lists")
-        if labels and missing:
+        if labels and missing and needs_fake:
             warnings.warn(f"the {name} split has no {missing[0]} crops; its metrics cover one class only",
                           stacklevel=3)
 
@@ -544,6 +562,11 @@ def _source_videos(split: pd.DataFrame) -> pd.Series:
         return split["video"]
     original = _text(split["original"])
     return original.where(original != "", split["video"])
+
+
+def _columns(split: pd.DataFrame) -> list[str]:
+    """split.csv's columns: the contract, then the landmarks when the crops have them."""
+    return [*SPLIT_COLUMNS, *[column for column in LANDMARK_COLUMNS if column in split.columns]]
 
 
 def _same_rows(existing: pd.DataFrame, rows: pd.DataFrame) -> bool:

@@ -22,13 +22,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfhelpers import compat, files, video, workers
+from dfhelpers import compat, files, selfblend, video, workers
 from dfhelpers.config import Config, FacesConfig
 from dfhelpers.errors import ConfigError, MetadataError, StageOutputMissing, VideoReadError
 
 ROWS_FILE = "rows.csv"  # inside faces/<video stem>/: that video's manifest rows, committed with its crops
 SETTINGS_FILE = "crop_settings.json"  # inside faces/: the settings the crops were made with
-CROP_COLUMNS = ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob", "path"]
+# MTCNN's five points per crop in crop pixels (0..crop_size, after the margin and the resize):
+# eyes (left, right as seen in the image), nose tip, mouth corners (left, right)
+LANDMARK_NAMES, LANDMARK_COLUMNS = selfblend.LANDMARK_NAMES, selfblend.LANDMARK_COLUMNS
+CROP_COLUMNS = ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob", "path", *LANDMARK_COLUMNS]
 STATUS_COLUMNS = ["video", "status", "frames_read", "n_faces", "seconds"]
 # faces.csv holds both kinds of row: kind "crop" (one per face crop) and kind "video" (one per video)
 MANIFEST_COLUMNS = ["kind", *CROP_COLUMNS, "status", "frames_read", "n_faces", "seconds"]
@@ -47,6 +50,7 @@ class VideoFaces:
     frame_indices: np.ndarray  # (k,) int: the frame each face comes from
     face_indices: np.ndarray  # (k,) int: index within its frame, 0 = largest box
     boxes: np.ndarray  # (k, 4) float32: x1, y1, x2, y2 in full-resolution pixels
+    landmarks: np.ndarray  # (k, 5, 2) float32: MTCNN's five points x, y in crop pixels (see LANDMARK_NAMES)
     probs: np.ndarray  # (k,) float32: MTCNN face probability
     tracks: np.ndarray  # (k,) int: per-video track id, the same person across frames
     crops: np.ndarray  # (k, crop_size, crop_size, 3) uint8 RGB, before JPEG compression
@@ -59,10 +63,12 @@ class VideoFaces:
         return len(self.frame_indices)
 
     def table(self) -> pd.DataFrame:
-        """One row per face: video, frame, face, track, x1, y1, x2, y2, prob (no crop paths)."""
+        """One row per face: video, frame, face, track, x1, y1, x2, y2, prob, landmark columns (no paths)."""
         x1, y1, x2, y2 = (self.boxes.reshape(-1, 4)[:, i] for i in range(4))
-        return pd.DataFrame({"video": self.video, "frame": self.frame_indices, "face": self.face_indices,
-                             "track": self.tracks, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "prob": self.probs})
+        points = pd.DataFrame(self.landmarks.reshape(-1, 10), columns=LANDMARK_COLUMNS)
+        boxes = pd.DataFrame({"video": self.video, "frame": self.frame_indices, "face": self.face_indices,
+                              "track": self.tracks, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "prob": self.probs})
+        return pd.concat([boxes, points.round(2)], axis=1)
 
 
 class FaceDetector:
@@ -150,6 +156,14 @@ def crop_face(frame: np.ndarray, box: np.ndarray, crop_size: int, margin: int) -
     return cv2.resize(frame[y1:y2, x1:x2], (crop_size, crop_size), interpolation=cv2.INTER_AREA)
 
 
+def landmarks_in_crop(points: np.ndarray, box: np.ndarray, crop_size: int, margin: int,
+                      shape: tuple[int, ...]) -> np.ndarray:
+    """Full-frame landmarks (5, 2) moved into the pixels of the crop that crop_face makes from `box`."""
+    x1, y1, x2, y2 = _crop_box(np.asarray(box), crop_size, margin, shape)
+    scale = np.array([crop_size / max(x2 - x1, 1), crop_size / max(y2 - y1, 1)], dtype=np.float32)
+    return ((np.asarray(points, dtype=np.float32) - np.array([x1, y1], dtype=np.float32)) * scale).astype(np.float32)
+
+
 def jpeg_roundtrip(crop: np.ndarray, quality: int) -> np.ndarray:
     """The crop as it reads back from its JPEG file (same encoder, same quality, RGB uint8).
 
@@ -175,7 +189,7 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetect
     """
     started = time.perf_counter()
     path = Path(path)
-    found: list[tuple[int, int, np.ndarray, float, np.ndarray]] = []  # frame, face, box, prob, crop
+    found: list[tuple] = []  # frame, face, box, prob, crop, landmarks in crop pixels
     frames_read, problems = 0, []
     try:
         indices = video.sample_indices(video.probe(path).n_frames, faces_cfg)
@@ -183,11 +197,12 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetect
         indices, problems = [], [err]
     for batch in _frame_batches(path, indices, faces_cfg.batch_size, problems):
         frames_read += len(batch)
-        detections = detector.detect([frame for _, frame in batch])
-        for (frame_index, frame), (boxes, probs) in zip(batch, detections):
-            for face_index, (box, prob) in enumerate(zip(boxes, probs)):
+        detections = detector.detect_with_landmarks([frame for _, frame in batch])
+        for (frame_index, frame), (boxes, probs, points) in zip(batch, detections):
+            for face_index, (box, prob, face_points) in enumerate(zip(boxes, probs, points)):
                 crop = crop_face(frame, box, faces_cfg.crop_size, faces_cfg.margin)
-                found.append((frame_index, face_index, box, float(prob), crop))
+                in_crop = landmarks_in_crop(face_points, box, faces_cfg.crop_size, faces_cfg.margin, frame.shape)
+                found.append((frame_index, face_index, box, float(prob), crop, in_crop))
     status = _status(frames_read, len(found), problems)
     return _video_faces(path.name, found, faces_cfg, frames_read, status, time.perf_counter() - started)
 
@@ -258,9 +273,11 @@ def load_videos(cfg: Config) -> pd.DataFrame:
 
 
 def load_crops(cfg: Config) -> pd.DataFrame:
-    """One row per crop: video, frame, face, track, x1, y1, x2, y2, prob, path (relative to cfg.work_dir)."""
+    """One row per crop: video, frame, face, track, x1, y1, x2, y2, prob, path (relative to cfg.work_dir),
+    and the five landmarks in crop pixels (LANDMARK_COLUMNS; empty in manifests made before they were stored).
+    """
     manifest = _read_manifest(cfg)
-    crops = manifest[manifest["kind"] == "crop"][CROP_COLUMNS]
+    crops = manifest[manifest["kind"] == "crop"].reindex(columns=CROP_COLUMNS)
     return crops.astype({"frame": int, "face": int, "track": int}).reset_index(drop=True)
 
 
@@ -372,6 +389,7 @@ def _video_faces(name: str, found: list, faces_cfg: FacesConfig, frames_read: in
     return VideoFaces(
         video=name, frame_indices=frame_indices, face_indices=np.array([f[1] for f in found], dtype=int),
         boxes=boxes, probs=np.array([f[3] for f in found], dtype=np.float32),
+        landmarks=np.array([f[5] for f in found], dtype=np.float32).reshape(-1, 5, 2),
         tracks=assign_tracks(frame_indices, boxes, faces_cfg.track_max_shift),
         crops=np.array([f[4] for f in found], dtype=np.uint8).reshape(-1, size, size, 3),
         frames_read=frames_read, status=status, seconds=seconds)

@@ -12,6 +12,9 @@ import numpy as np
 from dfhelpers.config import TrainConfig
 from dfhelpers.errors import ConfigError, MissingWeightsError, ModelLoadError
 
+LOGIT_LAYER = "fake_logit"  # the head's last Dense: an unbounded score, positive = FAKE
+TEMPERATURE_LAYER = "temperature"  # Rescaling(1 / T) between the logit and the sigmoid, fitted on val
+
 # (train config, input shape (H, W, C)) -> a feature extractor without a classification top.
 BackboneBuilder = Callable[[TrainConfig, tuple[int, int, int]], keras.Model]
 
@@ -64,6 +67,37 @@ def build(train: TrainConfig, crop_size: int) -> keras.Model:
     extractor = _build_extractor(train, backbone, (train.image_size, train.image_size, features.shape[-1]))
     fake_probability = _head(extractor(features), train)
     return keras.Model(crops, fake_probability, name=f"{train.backbone}_detector")
+
+
+def logits(detector: keras.Model) -> keras.Model:
+    """The detector up to its logit (before temperature and sigmoid): crops -> (N, 1) float32.
+
+    Raises:
+        ModelLoadError: the detector was built before the head had a logit layer.
+    """
+    try:
+        return keras.Model(detector.inputs, detector.get_layer(LOGIT_LAYER).output, name="fake_logit_model")
+    except ValueError as err:
+        raise ModelLoadError(f"{detector.name}: no {LOGIT_LAYER!r} layer (a model saved before calibration "
+                             "existed); retrain it with notebook 04") from err
+
+
+def temperature(detector: keras.Model) -> float:
+    """The temperature T the detector divides its logit by; 1.0 for a model without one."""
+    try:
+        return 1.0 / float(detector.get_layer(TEMPERATURE_LAYER).scale)
+    except ValueError:
+        return 1.0
+
+
+def set_temperature(detector: keras.Model, value: float) -> None:
+    """Make the detector output sigmoid(logit / value); saved with the model, applied wherever it is loaded.
+
+    Call before the model's first predict (or save and reload): a traced predict keeps the old value.
+    """
+    if not value > 0:
+        raise ValueError(f"temperature must be positive, got {value}")
+    detector.get_layer(TEMPERATURE_LAYER).scale = 1.0 / float(value)
 
 
 def compile_model(detector: keras.Model, train: TrainConfig, steps_per_epoch: int) -> keras.Model:
@@ -210,7 +244,10 @@ def _head(features: keras.KerasTensor, train: TrainConfig) -> keras.KerasTensor:
         maximum = keras.layers.GlobalMaxPooling2D(name="max_pool")(features)
         features = keras.layers.Concatenate(name="avg_max")([average, maximum])
     features = keras.layers.Dropout(train.dropout, name="dropout")(features)
-    return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="fake_probability")(features)
+    logit = keras.layers.Dense(1, dtype="float32", name=LOGIT_LAYER)(features)
+    # built-in layers only, so the saved model loads in safe mode: logit / T, then the sigmoid
+    scaled = keras.layers.Rescaling(1.0, dtype="float32", name=TEMPERATURE_LAYER)(logit)
+    return keras.layers.Activation("sigmoid", dtype="float32", name="fake_probability")(scaled)
 
 
 def _optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:

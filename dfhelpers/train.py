@@ -18,7 +18,7 @@ from tqdm.keras import TqdmCallback
 
 from dfhelpers import config, data, files, model
 from dfhelpers.config import Config
-from dfhelpers.errors import SplitError, StageOutputMissing
+from dfhelpers.errors import ConfigError, SplitError, StageOutputMissing
 
 # Written by keras.callbacks.BackupAndRestore into cfg.checkpoint_dir: the last finished epoch.
 BACKUP_STATE = "training_metadata.json"
@@ -34,6 +34,9 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
 
     Args:
         callbacks: extra Keras callbacks, run after ours (a custom progress display, a test's interrupt).
+    Raises:
+        ConfigError: a complete model of this name was trained with other train settings; it is
+            never replaced silently (a new split for the same settings does retrain it).
     Returns:
         The model card (also written to cfg.model_card).
     """
@@ -41,6 +44,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     split_sha256 = files.sha256(cfg.split_csv)
     if is_trained(cfg):
         return read_card(cfg)
+    _refuse_to_replace(cfg)
     crops, bad = data.check_crops(split, cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop, progress)
     train_crops, val_crops = _fit_splits(crops, cfg)
     initial_epoch = _prepare_resume(cfg, split_sha256)
@@ -60,7 +64,9 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
         callbacks=[*_callbacks(cfg, prior_history, len(train_crops), progress), *callbacks],
         verbose=0,
     )
+    calibration = calibrate(cfg, val_crops)
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
+    card["calibration"] = calibration
     files.write_json(card, cfg.model_card)
     shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)  # the card now marks the model complete
     return card
@@ -87,6 +93,7 @@ def evaluate(cfg: Config, *, progress: bool = False) -> dict[str, Any]:
     if test_crops.empty:
         raise SplitError(f"{cfg.split_csv}: no readable test crops; set split.test_fraction > 0 and re-run notebook 03")
     detector = model.load(cfg.model_path)
+    test_crops = data.examples(test_crops, cfg, "test")
     batches = data.make_dataset(test_crops, cfg, training=False)
     fake_probability = detector.predict(batches, verbose=1 if progress else 0)[:, 0]
     test_metrics = frame_metrics(test_crops["label_index"].to_numpy(), fake_probability)
@@ -95,6 +102,36 @@ def evaluate(cfg: Config, *, progress: bool = False) -> dict[str, Any]:
               "model_trained_at": card["trained_at"]}
     files.write_json(result, cfg.train_metrics_json)
     return result
+
+
+def calibrate(cfg: Config, val_examples: pd.DataFrame) -> dict[str, Any]:
+    """Fit the temperature of the saved model on val (lowest log loss) and save the model with it.
+
+    T is at least train.min_temperature; with train.calibration "none", or a val split of
+    one class, T stays 1. Returns temperature and val log loss before and after.
+    """
+    detector = model.load(cfg.model_path)
+    labels = val_examples["label_index"].to_numpy(dtype=int)
+    logit = model.logits(detector).predict(data.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
+    before = _log_loss(labels, logit, 1.0)
+    is_fitted = cfg.train.calibration == "temperature" and len(np.unique(labels)) == 2
+    value = fit_temperature(labels, logit, cfg.train.min_temperature) if is_fitted else 1.0
+    model.set_temperature(detector, value)
+    with files.atomic_path(cfg.model_path) as partial:
+        detector.save(partial)
+    return {"method": cfg.train.calibration if is_fitted else "none", "temperature": round(value, 4),
+            "val_log_loss_before": round(before, 4), "val_log_loss_after": round(_log_loss(labels, logit, value), 4),
+            "n_val_examples": len(labels)}
+
+
+def fit_temperature(labels: np.ndarray, logit: np.ndarray, min_temperature: float = 1.0) -> float:
+    """The T >= min_temperature (at most 100) minimising the log loss of sigmoid(logit / T)."""
+    from scipy.optimize import minimize_scalar
+
+    low, high = np.log(max(min_temperature, 1e-3)), np.log(100.0)
+    result = minimize_scalar(lambda log_t: _log_loss(labels, logit, float(np.exp(log_t))),
+                             bounds=(low, max(high, low + 1e-6)), method="bounded")
+    return float(np.exp(result.x))
 
 
 def frame_metrics(labels: np.ndarray, fake_probability: np.ndarray) -> dict[str, float | None]:
@@ -220,8 +257,10 @@ def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress:
         # Last of the state keepers: an epoch is backed up only once history and best model have it.
         keras.callbacks.BackupAndRestore(str(cfg.checkpoint_dir), delete_checkpoint=False),
     ]
-    if progress:
-        chosen.append(TqdmCallback(epochs=cfg.train.epochs, data_size=n_train, batch_size=cfg.train.batch_size))
+    if progress:  # one bar over the epochs, at most ~30 updates: an executed notebook stays readable
+        every = max(1, math.ceil(cfg.train.epochs / 30))
+        chosen.append(TqdmCallback(epochs=cfg.train.epochs, data_size=n_train, batch_size=cfg.train.batch_size,
+                                   verbose=0, miniters=every, mininterval=0))
     return chosen
 
 
@@ -229,12 +268,31 @@ def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress:
 
 
 def _fit_splits(crops: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and val examples: the split's crops plus the pseudo-fakes train.fakes asks for."""
     train_crops, val_crops = crops[crops["split"] == "train"], crops[crops["split"] == "val"]
-    if train_crops["label_index"].nunique() < 2:
-        raise SplitError(f"{cfg.split_csv}: the train split needs both REAL and FAKE crops; check notebook 03")
     if val_crops.empty:
         raise SplitError(f"{cfg.split_csv}: no val crops to select the best epoch; set split.val_fraction > 0")
-    return train_crops, val_crops
+    train_examples = data.examples(train_crops, cfg, "train")
+    if train_examples["label_index"].nunique() < 2:
+        needs = "REAL crops" if cfg.train.fakes != "given" else "both REAL and FAKE crops (or train.fakes: self_blend)"
+        raise SplitError(f"{cfg.split_csv}: the train split needs {needs}; check notebook 03")
+    return train_examples, data.examples(val_crops, cfg, "val")
+
+
+def _refuse_to_replace(cfg: Config) -> None:
+    """A finished model trained with other train settings is kept: the user names the new one."""
+    if not (cfg.model_card.is_file() and cfg.model_path.is_file()):
+        return
+    previous = json.loads(cfg.model_card.read_text()).get("fingerprint", {})
+    current = json.loads(json.dumps(fingerprint(cfg)))
+    if previous == current:
+        return
+    old_train, new_train = previous.get("train", {}), current["train"]
+    changed = [f"{key}: {old_train.get(key)!r} -> {value!r}" for key, value in new_train.items()
+               if old_train.get(key) != value] or [f"crop_size: {previous.get('crop_size')} -> {current['crop_size']}"]
+    raise ConfigError(f"{cfg.model_path}: trained with other train settings ({'; '.join(changed[:3])}); "
+                      f"set train.model_name to a new name (run_all.py -p train.model_name NAME) to keep both, "
+                      f"or delete {cfg.model_card.name} to replace it")
 
 
 def _prepare_resume(cfg: Config, split_sha256: str) -> int:
@@ -281,6 +339,12 @@ def _card(cfg: Config, split_sha256: str, train_crops: pd.DataFrame, val_crops: 
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
+
+
+def _log_loss(labels: np.ndarray, logit: np.ndarray, temperature: float) -> float:
+    """Mean binary cross-entropy of sigmoid(logit / T), computed stably from the logit."""
+    scaled = np.asarray(logit, dtype="float64") / temperature
+    return float(np.mean(np.logaddexp(0.0, scaled) - np.asarray(labels) * scaled))
 
 
 def _strategy() -> tf.distribute.Strategy:

@@ -9,20 +9,34 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dfhelpers.selfblend import LANDMARK_COLUMNS
 
-def write_run(work_dir: Path, n_per_video: int, pixels: Callable[[np.random.Generator, str], np.ndarray]) -> None:
-    """Two identities per split, one REAL and one FAKE video each; `pixels(rng, label)` draws a crop."""
+# five points (eyes, nose, mouth corners) as fractions of the crop side, where MTCNN puts them
+# in a crop with the face stage's margin
+LANDMARK_FRACTIONS = np.array([[0.36, 0.40], [0.64, 0.40], [0.50, 0.55], [0.39, 0.68], [0.61, 0.68]])
+
+
+def write_run(work_dir: Path, n_per_video: int, pixels: Callable[[np.random.Generator, str], np.ndarray],
+              labels: tuple[str, ...] = ("REAL", "FAKE"), with_landmarks: bool = False) -> None:
+    """Two identities per split, one video per label each; `pixels(rng, label)` draws a crop.
+
+    with_landmarks adds the face stage's landmark columns (the same five points for every crop).
+    """
     rng = np.random.default_rng(0)
     rows = []
     for split in ("train", "val", "test"):
         for person in range(2):
-            for label in ("REAL", "FAKE"):
+            for label in labels:
                 video = f"{split}{person}_{label.lower()}.mp4"
                 for frame in range(n_per_video):
                     relative = Path("faces") / video / f"{frame}_0.jpg"
                     (work_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(pixels(rng, label)).save(work_dir / relative, quality=95)
-                    rows.append({"path": str(relative), "video": video, "frame": frame, "track": 0,
-                                 "group": f"{split}{person}", "label": label, "split": split})
+                    crop = pixels(rng, label)
+                    Image.fromarray(crop).save(work_dir / relative, quality=95)
+                    row = {"path": str(relative), "video": video, "frame": frame, "track": 0,
+                           "group": f"{split}{person}", "label": label, "split": split}
+                    if with_landmarks:
+                        row.update(zip(LANDMARK_COLUMNS, (LANDMARK_FRACTIONS * crop.shape[0]).reshape(-1)))
+                    rows.append(row)
     (work_dir / "manifests").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(work_dir / "manifests" / "split.csv", index=False)

@@ -132,3 +132,40 @@ def test_crop_of_the_wrong_size_is_an_error(run_dir):
     Image.new("RGB", (CROP_SIZE + 8, CROP_SIZE)).save(run_dir / split["path"].iloc[0])
     with pytest.raises(CropError, match="expected 24x24"):
         data.check_crops(split, cfg.work_dir, CROP_SIZE)
+
+
+def _landmark_run(work_dir: Path) -> None:
+    crops.write_run(work_dir, 3, lambda rng, label: rng.integers(0, 255, (CROP_SIZE, CROP_SIZE, 3), dtype="uint8"),
+                    with_landmarks=True)
+
+
+@pytest.mark.parametrize("fakes, n_real, n_given_fake, n_blended", [
+    ("given", 6, 6, 0), ("self_blend", 6, 0, 6), ("mixed", 6, 6, 6)])
+def test_train_examples_follow_train_fakes(tmp_path, fakes, n_real, n_given_fake, n_blended):
+    _landmark_run(tmp_path)
+    cfg = _config(tmp_path, fakes=fakes)
+    split = data.read_split(cfg)
+    rows = data.examples(split[split["split"] == "train"], cfg, "train")
+    assert (rows["label_index"] == 0).sum() == n_real
+    assert ((rows["label_index"] == 1) & ~rows["is_blend"]).sum() == n_given_fake
+    assert ((rows["label_index"] == 1) & rows["is_blend"]).sum() == n_blended
+
+
+def test_a_test_split_with_given_fakes_is_scored_on_them_and_a_real_only_one_on_pseudo_fakes(tmp_path):
+    _landmark_run(tmp_path)
+    cfg = _config(tmp_path, fakes="self_blend")
+    split = data.read_split(cfg)
+    test = split[split["split"] == "test"]
+    assert not data.examples(test, cfg, "test")["is_blend"].any()
+    real_only = data.examples(test[test["label"] == "REAL"], cfg, "test")
+    assert real_only["is_blend"].sum() == 6 and real_only["label_index"].tolist() == [0] * 6 + [1] * 6
+
+
+def test_self_blended_rows_come_out_of_the_pipeline_changed(tmp_path):
+    _landmark_run(tmp_path)
+    cfg = _config(tmp_path, fakes="self_blend")
+    split = data.read_split(cfg)
+    rows = data.examples(split[(split["split"] == "val")], cfg, "val")
+    images = np.concatenate([batch.numpy() for batch, _ in data.make_dataset(rows, cfg, training=False)])
+    originals, blended = images[rows["is_blend"].to_numpy() == False], images[rows["is_blend"].to_numpy()]  # noqa: E712
+    assert np.abs(blended - originals).mean() > 1.0

@@ -365,3 +365,39 @@ def test_materialize_refuses_to_write_into_the_run_folder(tmp_path, videos, crop
     split = dataset.build_split(videos, crops, SplitConfig())
     with pytest.raises(SplitError, match="out_dir"):
         dataset.materialize(split, tmp_path, tmp_path)
+
+
+# --- tables for self-blended training -----------------------------------------------------
+
+
+def test_a_real_only_table_splits_when_training_makes_its_own_fakes(videos):
+    reals = videos[videos["label"] == "REAL"]
+    split = dataset.build_split(reals, make_crops(reals), SplitConfig(), fakes="self_blend")
+    assert set(split["label"]) == {"REAL"} and set(split["split"]) == {"train", "val", "test"}
+    assert len(split) == len(make_crops(reals))  # nothing to balance against: every crop is kept
+
+
+def test_a_real_only_table_is_refused_when_the_fakes_must_be_given(videos):
+    reals = videos[videos["label"] == "REAL"]
+    with pytest.raises(SplitError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset.build_split(reals, make_crops(reals), SplitConfig(), fakes="given")
+
+
+def test_self_blend_keeps_real_only_groups_whole_and_balances_the_others(videos):
+    extra = videos[videos["label"] == "REAL"].assign(video="solo.mp4", group="solo.mp4", person="P99")
+    table = pd.concat([videos, extra.iloc[:1]], ignore_index=True)
+    crops = make_crops(table)
+    balanced = dataset.balance(labelled(table, crops), keep_real_only=True)
+    counts = counts_per_group(balanced)
+    assert counts.loc["solo.mp4"].tolist() == [10, 0]
+    assert (counts.drop(index="solo.mp4")["REAL"] == counts.drop(index="solo.mp4")["FAKE"]).all()
+
+
+def test_landmark_columns_of_the_crops_reach_split_csv(tmp_path, videos):
+    crops = make_crops(videos)
+    crops = crops.assign(**{column: 40.0 + i for i, column in enumerate(dataset.LANDMARK_COLUMNS)})
+    split = dataset.build_split(videos, crops, SplitConfig())
+    dataset.write_split(split, tmp_path / "split.csv")
+    written = pd.read_csv(tmp_path / "split.csv")
+    assert list(written.columns[-10:]) == dataset.LANDMARK_COLUMNS and (written["nose_y"] == 45.0).all()

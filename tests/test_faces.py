@@ -159,8 +159,39 @@ def test_extract_video_returns_crops_in_memory_and_writes_nothing(good_videos, d
     assert result.frame_indices.tolist() == [0, 4, 7, 11]
     assert result.crops.shape == (4, 160, 160, 3) and result.crops.dtype == np.uint8
     assert set(result.tracks.tolist()) == {0}
-    assert list(result.table().columns) == ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob"]
+    assert list(result.table().columns) == ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob",
+                                            *faces.LANDMARK_COLUMNS]
     assert folder_digest(good_videos) == before
+
+
+def test_landmarks_are_stored_in_crop_pixels_on_the_face(tmp_path, good_videos):
+    cfg = make_cfg(tmp_path)
+    faces.run_stage(cfg, video_table(good_videos))
+    crops = faces.load_crops(cfg)
+    points = crops[faces.LANDMARK_COLUMNS].to_numpy(dtype=float).reshape(-1, 5, 2)
+    assert np.isfinite(points).all()
+    # the margin (50 of 160 px) keeps every point well inside the crop, eyes above the mouth
+    assert ((points > 25) & (points < 135)).all()
+    assert (points[:, :2, 1].max(axis=1) < points[:, 3:, 1].min(axis=1)).all()
+    assert (points[:, 0, 0] < points[:, 1, 0]).all()
+
+
+def test_landmarks_in_crop_follow_the_crop_geometry():
+    box = np.array([100.0, 50.0, 210.0, 160.0], dtype=np.float32)  # 110 px; margin 50 -> crop box 50 px wider
+    points = np.array([[120.0, 80.0], [190.0, 80.0], [155.0, 110.0], [130.0, 140.0], [180.0, 140.0]])
+    in_crop = faces.landmarks_in_crop(points, box, crop_size=160, margin=50, shape=(480, 640, 3))
+    x1, y1, x2, y2 = faces._crop_box(box, 160, 50, (480, 640, 3))
+    expected = (points - [x1, y1]) * [160 / (x2 - x1), 160 / (y2 - y1)]
+    assert np.allclose(in_crop, expected, atol=1e-4)
+
+
+def test_a_manifest_made_before_landmarks_loads_with_empty_landmark_columns(tmp_path, good_videos):
+    cfg = make_cfg(tmp_path)
+    faces.run_stage(cfg, video_table(good_videos))
+    old = pd.read_csv(cfg.faces_csv).drop(columns=faces.LANDMARK_COLUMNS)
+    old.to_csv(cfg.faces_csv, index=False)
+    crops = faces.load_crops(cfg)
+    assert len(crops) == 8 and crops[faces.LANDMARK_COLUMNS].isna().all().all()
 
 
 def test_jpeg_roundtrip_equals_the_written_crop_read_back(tmp_path, good_videos, detector):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from keras.src.backend import config as keras_config
 
 from dfhelpers import model
 from dfhelpers.config import TrainConfig
@@ -30,8 +31,8 @@ def test_each_backbone_builds_without_weights_and_outputs_one_probability(backbo
 
 def test_the_original_head_is_flatten_dense_dropout_dense():
     detector = model.build(TrainConfig(head="flatten", image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
-    tail = [layer.name for layer in detector.layers[-4:]]
-    assert tail == ["flatten", "dense", "dropout", "fake_probability"]
+    tail = [layer.name for layer in detector.layers[-6:]]
+    assert tail == ["flatten", "dense", "dropout", "fake_logit", "temperature", "fake_probability"]
     assert detector.get_layer("dense").units == 512
 
 
@@ -60,6 +61,17 @@ def test_srm_residuals_are_zero_on_a_flat_image_and_bounded():
     assert residuals.shape == (1, 16, 16, 3) and np.abs(residuals).max() <= 1.0
 
 
+def test_the_temperature_divides_the_logit_and_survives_save_and_load(tmp_path):
+    train = TrainConfig(image_size=32, cnn_filters=(4,), head="pool")
+    detector = model.build(train, crop_size=CROP_SIZE)
+    logit = model.logits(detector).predict(_crops(), verbose=0)
+    model.set_temperature(detector, 4.0)
+    detector.save(tmp_path / "calibrated.keras")
+    loaded = model.load(tmp_path / "calibrated.keras")
+    assert model.temperature(loaded) == pytest.approx(4.0)
+    np.testing.assert_allclose(loaded.predict(_crops(), verbose=0), 1 / (1 + np.exp(-logit / 4.0)), atol=1e-5)
+
+
 def test_loading_a_missing_model_names_the_file(tmp_path):
     with pytest.raises(ModelLoadError, match="nothing.keras"):
         model.load(tmp_path / "nothing.keras")
@@ -73,9 +85,13 @@ def test_loading_a_corrupt_model_names_the_file(tmp_path):
 
 
 def test_unavailable_imagenet_weights_name_the_config_key(monkeypatch, tmp_path):
-    # Simulate "offline" even where a network exists: downloads go through a dead proxy.
+    # Simulate "offline" even where a network exists: downloads go through a dead proxy, and an
+    # empty Keras home stands for ~/.keras (Keras reads KERAS_HOME once, at import, into _KERAS_DIR),
+    # so weights a user cached earlier are not found.
     for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
     train = TrainConfig(backbone="mobilenet_v2", weights="imagenet", image_size=96)
     with pytest.raises(MissingWeightsError, match="train.weights: null"):
         model.build(train, crop_size=96)
