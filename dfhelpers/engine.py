@@ -253,8 +253,8 @@ def score_table(videos: pd.DataFrame, scorer: VideoScorer, cache: Optional[Score
 def evaluate_folders(cfg: Config, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Score and measure every labelled test folder of a config, each on its own (cross-dataset runs).
 
-    Returns {folder name: {"predictions", "faces", "metrics", "reports_dir"}}; the first folder
-    (test_dir) reports into reports/, each further one into reports/<folder name>/.
+    Returns {folder name: {"predictions", "faces", "metrics", "reports_dir"}}; each folder's report
+    files (scoring.write_evaluation) go to reports/ for the first (test_dir), reports/<name>/ after.
     """
     results = {}
     for index, folder in enumerate(cfg.test_dirs):
@@ -264,6 +264,7 @@ def evaluate_folders(cfg: Config, progress: bool = True) -> dict[str, dict[str, 
                                    seed=cfg.score.bootstrap_seed, confidence=cfg.score.confidence)
         name = _unique_name(Path(folder).name, results)
         reports_dir = cfg.reports_dir if index == 0 else cfg.reports_dir / name
+        scoring.write_evaluation(predictions, faces, metrics, reports_dir)
         results[name] = {"predictions": predictions, "faces": faces, "metrics": metrics, "reports_dir": reports_dir}
     return results
 

@@ -372,6 +372,12 @@ def timeline_crops(faces: pd.DataFrame, videos: pd.DataFrame, work_dir: Path,
     return crops
 
 
+def metrics_tables(metrics_by_folder: dict[str, dict[str, Any]], digits: int = 3) -> pd.DataFrame:
+    """metrics_table of several test folders (cross-dataset runs) under one more index level, folder."""
+    tables = {folder: metrics_table(metrics, digits) for folder, metrics in metrics_by_folder.items()}
+    return pd.concat(tables, names=["folder"]) if tables else pd.DataFrame()
+
+
 # --- report files ----------------------------------------------------------------------
 
 
