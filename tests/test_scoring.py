@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from dfhelpers import config, engine, metadata, scoring
+from dfhelpers import config, scoring
 from dfhelpers.config import ScoreConfig
 from dfhelpers.errors import MetadataError
 
@@ -293,19 +293,38 @@ def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predic
     assert written["predictions"] == run_cfg.predictions_csv and written["frame_scores"].is_file()
 
 
-def test_inference_plots_draw_from_predictions_and_face_scores(predictions, tmp_path):
+def test_roc_figure_draws_scikit_learns_curve_and_the_auc(predictions):
+    from sklearn.metrics import roc_curve
+
     from dfhelpers import plots
 
-    faces = pd.DataFrame({"video": "d.mp4", "frame": range(12), "track": 0, "score": np.linspace(0.6, 0.8, 12)})
+    labelled = predictions[predictions["label"].notna()]
+    figure = plots.video_roc(predictions)
+    curve = figure.axes[0].lines[1]
+    fpr, tpr, _ = roc_curve((labelled["label"] == "FAKE").astype(int), labelled["score"])
+    assert np.allclose(curve.get_xdata(), fpr) and np.allclose(curve.get_ydata(), tpr)
+    assert curve.get_label() == f"videos (AUC {scoring.evaluate(predictions)['auc']:.3f})"
+    single = plots.video_roc(predictions[predictions["label"] == "FAKE"])
+    assert len(single.axes[0].lines) == 1 and "AUC undefined" in single.axes[0].texts[0].get_text()
+
+
+def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predictions, tmp_path):
+    from dfhelpers import plots
+
+    confusion = plots.video_confusion(scoring.evaluate(predictions)["confusion"])
+    assert [text.get_text() for text in confusion.axes[0].texts] == ["1", "1", "0", "3"]
+    faces = pd.DataFrame({"video": "d.mp4", "frame": list(range(12)) * 2, "track": [0] * 12 + [1] * 12,
+                          "score": np.r_[np.linspace(0.6, 0.8, 12), np.full(12, 0.2)]})
     wrong = scoring.confidently_wrong(predictions, n=2).assign(track=0)
-    crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.ones((160, 160, 3), dtype=np.uint8))]}
-    figures = {"roc": plots.video_roc(predictions),
-               "confusion": plots.video_confusion(scoring.evaluate(predictions)["confusion"]),
-               "histogram": plots.video_score_histogram(predictions),
-               "timelines": plots.frame_score_timelines(wrong, faces, crops),
-               "single_class_roc": plots.video_roc(predictions[predictions["label"] == "FAKE"])}
-    saved = scoring.save_figures(figures, tmp_path / "figures")
-    assert [path.name for path in saved] == [f"{name}.png" for name in figures] and all(p.is_file() for p in saved)
+    crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.full((160, 160, 3), 255, np.uint8))]}
+    timelines = plots.frame_score_timelines(wrong, faces, crops)
+    track_lines = [line for line in timelines.axes[0].lines if line.get_label().startswith("track")]
+    assert [line.get_label() for line in track_lines] == ["track 0", "track 1"]
+    assert timelines.axes[1].images[0].get_array().shape == (160, 320, 3)  # two crops side by side
+    saved = scoring.save_figures({"timelines": timelines}, tmp_path / "figures")
+    import matplotlib.image
+
+    assert matplotlib.image.imread(saved[0]).shape[1] > 600
 
 
 # --- scoring real videos (MTCNN + a tiny model saved per the model contract) -------------
@@ -347,53 +366,3 @@ def save_tiny_model(path, crop_size=160):
     path.parent.mkdir(parents=True, exist_ok=True)
     keras.Model(crops, fake_probability).save(path)
     return path
-
-
-@pytest.fixture
-def scored_run(tmp_path):
-    test_dir = tmp_path / "test_videos"
-    test_dir.mkdir()
-    write_video(test_dir / "face.mp4")
-    write_video(test_dir / "blank.mp4", n_frames=6, with_face=False)
-    (test_dir / "broken.mp4").write_bytes(b"this is not a video")
-    (test_dir / "metadata.json").write_text(json.dumps({
-        "face.mp4": {"label": "FAKE", "original": "blank.mp4"}, "blank.mp4": {"label": "REAL"},
-        "broken.mp4": {"label": "REAL"}}))
-    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: test_videos\n")
-    cfg = config.load(tmp_path / "run.yaml")
-    save_tiny_model(cfg.model_path)
-    videos = metadata.list_videos(cfg.test_dir)
-    return cfg, videos, engine.score_videos(cfg, videos, progress=False)
-
-
-def test_scoring_gives_every_video_a_row_and_broken_ones_a_status(scored_run):
-    cfg, videos, (predictions, faces) = scored_run
-    by_video = predictions.set_index("video")
-    assert by_video.loc["face.mp4", "status"] == "ok" and by_video.loc["face.mp4", "n_faces"] == 16
-    assert by_video.loc["blank.mp4", "status"].startswith("no_face") and by_video.loc["blank.mp4", "score"] == 0.5
-    assert by_video.loc["broken.mp4", "status"].startswith("unreadable: ")
-    assert set(faces["video"]) == {"face.mp4"} and faces["score"].between(0, 1).all()
-    assert by_video.loc["face.mp4", "score"] == pytest.approx(
-        np.clip(np.mean(np.sort(faces["score"].to_numpy())[5:-5]), 0.01, 0.99))
-    assert by_video.loc["blank.mp4", "verdict"] == "not judged (no_face)"
-    assert by_video.loc["broken.mp4", "verdict"] == "not judged (unreadable)"
-    assert by_video.loc["face.mp4", "verdict"] in ("REAL", "FAKE")
-
-
-def test_a_rerun_with_the_same_model_does_not_rescore(scored_run):
-    cfg, videos, (predictions, faces) = scored_run
-    entries = sorted(engine.score_cache_root(cfg).rglob("*.json"))
-    stamps = [entry.stat().st_mtime_ns for entry in entries]
-    again, again_faces = engine.score_videos(cfg, videos, progress=False)
-    assert len(entries) == 3 and [entry.stat().st_mtime_ns for entry in entries] == stamps
-    pd.testing.assert_frame_equal(again, predictions)
-    pd.testing.assert_series_equal(again_faces["score"], faces["score"])
-
-
-def test_reports_and_timeline_crops_from_a_scored_run(scored_run):
-    cfg, videos, (predictions, faces) = scored_run
-    scoring.write_reports(predictions, faces, scoring.evaluate(predictions), cfg)
-    assert pd.read_csv(cfg.submission_csv)["filename"].tolist() == videos["video"].tolist()
-    assert set(json.loads(cfg.metrics_json.read_text())) >= {"auc", "log_loss", "accuracy", "n_videos", "n_no_face"}
-    crops = scoring.timeline_crops(faces, predictions[predictions["video"] == "face.mp4"], cfg.work_dir)
-    assert len(crops["face.mp4"]) == 6 and crops["face.mp4"][0][1].shape[:2] == (160, 160)
