@@ -259,6 +259,8 @@ def _report(name: str, metrics: dict[str, Any], folder: Path) -> str:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         lines.append(scoring.metrics_table(metrics).to_string())
     notes = sorted(set(metrics["notes"] + metrics.get("frame", {}).get("notes", [])))
+    notes += [f"{group['column']} {group['value']}: {note}" for group in metrics.get("breakdown", [])
+              for note in group["notes"] if note not in notes]
     lines += [f"   note: {note}" for note in notes]
     lines.append(f"   reports: {folder}")
     return "\n".join(lines)

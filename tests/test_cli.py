@@ -119,6 +119,7 @@ def test_evaluate_prints_metrics_with_intervals_per_method_and_writes_reports(tm
     for group in ("video  all", "frame  all", "part   labelled", "method Deepfakes +REAL", "FaceSwap +REAL", "youtube"):
         assert group in table
     assert "[" in table.split("video  all")[1].splitlines()[0]  # an interval beside the point estimate
+    assert "note: method youtube: AUC, AP and EER undefined: every labelled video is REAL" in table
     saved = json.loads((tmp_path / "out" / "labelled" / "metrics.json").read_text())
     assert saved["n_prior"] == 1 and len(saved["intervals"]["auc"]) == 2 and saved["frame"]["n_faces"] > 0
     predictions = (tmp_path / "out" / "labelled" / "predictions.csv").read_text()
