@@ -1,4 +1,4 @@
-"""Video scoring speed: the original per-frame loop vs dfhelpers.scoring, same videos, same model, one process.
+"""Video scoring speed: the original per-frame loop vs dfhelpers.engine, same videos, same model, one process.
 
     .venv/bin/python benchmarks/bench_inference.py VIDEO_DIR --model M.keras [--build-model mobilenet_v2]
         [--baseline-frames K] [--limit N] [--repeats R]
@@ -7,7 +7,7 @@
     thresholds=[.9, .9, .9]) on the full-resolution frame, one `model.predict` per face, the
     original trimmed mean. With --baseline-frames K only the first K frames are run and the time
     is scaled to the whole video (said so in every line and in the summary).
-(b) dfhelpers.scoring: the face stage's frame sampler and downscaled batched MTCNN, the training
+(b) dfhelpers.engine: the face stage's frame sampler and downscaled batched MTCNN, the training
     crop geometry, one batched model call per video, the configured aggregation. Timed per video
     alone (VideoScorer.score) and over the whole folder (score_paths, as `dfdetect predict DIR`
     and notebook 05 run it, score.threads videos in flight); the summary's ours_s_per_video is the
@@ -163,9 +163,9 @@ def _bench_video(path: Path, scorer, baseline: _OriginalLoop, repeats: int) -> d
 
 def _folder_seconds(videos: list[Path], scorer, repeats: int) -> float:
     """Seconds per video when the scorer runs over the whole folder (videos overlap in threads)."""
-    from dfhelpers import scoring
+    from dfhelpers import engine
 
-    passes = [_timed(lambda: list(scoring.score_paths(videos, scorer, progress=False)))[1]
+    passes = [_timed(lambda: list(engine.score_paths(videos, scorer, progress=False)))[1]
               for _ in range(max(1, repeats))]
     return statistics.median(passes) / len(videos)
 
@@ -187,9 +187,9 @@ def _summary(rows: list[dict], folder_s: float, load_s: float, asked_to_extrapol
 
 
 def _load_ours(model_path: Path, faces_cfg, score_cfg):
-    from dfhelpers import scoring
+    from dfhelpers import engine
 
-    return _timed(lambda: scoring.VideoScorer(model_path, faces_cfg, score_cfg).load())
+    return _timed(lambda: engine.VideoScorer(model_path, faces_cfg, score_cfg).load())
 
 
 def _ensure_model(model_path: Path, build_backbone: str | None, crop_size: int) -> str:

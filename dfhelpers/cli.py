@@ -30,45 +30,89 @@ def main(argv: Optional[list[str]] = None) -> int:
     """
     args = _parser().parse_args(argv)
     if args.command is None:
-        _parser().error("choose a command: predict")
+        _parser().error("choose a command: predict or evaluate")
     # TensorFlow's start-up chatter would bury the progress bar; real errors still show
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display needed
     from dfhelpers.errors import DfdetectError
 
     try:
+        if args.command == "evaluate":
+            return evaluate(args.folders, Path(args.model), Path(args.out), config_path=args.config,
+                            progress=not args.quiet)
         return predict(args.inputs, Path(args.model), config_path=args.config, as_json=args.json,
-                       progress=not args.quiet)
+                       progress=not args.quiet, frames_to=args.frames, explain_dir=args.explain)
     except DfdetectError as err:
         print(f"dfdetect: error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_USAGE
 
 
 def predict(inputs: list[str], model_path: Path, config_path: Optional[str] = None, as_json: bool = False,
-            progress: bool = True) -> int:
+            progress: bool = True, frames_to: Optional[str] = None, explain_dir: Optional[str] = None) -> int:
     """Score every video named or found in `inputs`, print one row (or JSON line) each, return the exit code.
+
+    `frames_to` "-" prints one JSON line per face instead of the table, a path writes them there;
+    `explain_dir` gets one PNG per judged video (crops of the deciding track, heatmaps, scores).
 
     Raises:
         ConfigError: the config file is malformed. ModelLoadError: the model is missing or corrupt.
     """
-    from dfhelpers import scoring
+    from dfhelpers import engine, scoring
 
     faces_cfg, score_cfg = _settings(config_path)
     paths, bad_inputs = expand_inputs(inputs)
     with _native_stderr_captured():
-        scorer = scoring.VideoScorer(model_path, faces_cfg, score_cfg).load()  # fail fast, before any video
+        scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg).load()  # fail fast, before any video
     width = max([len(Path(p).name) for p in paths] + [len(i) for i, _ in bad_inputs] + [5])
-    if not as_json:
-        print(f"{'VIDEO':<{width}}  {'SCORE':>5}  {'VERDICT':<7}  {'FACES':>5}  STATUS", flush=True)
+    as_table = not as_json and frames_to != "-"
+    if as_table:
+        print(f"{'VIDEO':<{width}}  {'SCORE':>5}  {'VERDICT':<19}  {'FACES':>5}  STATUS", flush=True)
     n_failed = 0
     for input_name, reason in bad_inputs:
         _emit({"video": input_name, "path": input_name, "status": reason, "score": None, "verdict": None,
-               "n_faces": 0, "faces_used": 0}, as_json, width)
+               "n_faces": 0, "faces_used": 0}, as_json, width, shown=frames_to != "-")
         n_failed += 1
-    for scored in scoring.score_paths(paths, scorer, progress=progress):
-        row = _result_row(scored, score_cfg)
-        n_failed += scoring.is_failed(row["status"])
-        _emit(row, as_json, width)
+    with _frames_output(frames_to) as frames_file:
+        for scored in engine.score_paths(paths, scorer, progress=progress):
+            row = _result_row(scored, score_cfg)
+            n_failed += scoring.is_failed(row["status"])
+            _emit(row, as_json, width, shown=frames_to != "-")
+            _write_frames(scored, frames_file)
+            if explain_dir is not None and row["track"] is not None and len(scored.crops):
+                _explain(scored, row, scorer, Path(explain_dir))
     return EXIT_SOME_FAILED if n_failed else EXIT_OK
+
+
+def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optional[str] = None,
+             progress: bool = True) -> int:
+    """Score and measure each labelled folder on its own; print its metrics table, write its reports.
+
+    Writes out/<folder>/predictions.csv, frame_scores.csv, metrics.json, submission.csv and
+    figures/; face scores are cached in out/score_cache/, so a re-run scores nothing again.
+
+    Raises:
+        MetadataError: a folder has no (valid) metadata.json. ModelLoadError: the model is missing.
+    """
+    from dfhelpers import engine, metadata, scoring
+    from dfhelpers.errors import ModelLoadError
+
+    faces_cfg, score_cfg = _settings(config_path)
+    if not model_path.is_file():
+        raise ModelLoadError(f"{model_path}: model file not found; pass a .keras file saved by notebook 04")
+    tables = {Path(folder).name: metadata.read_part(Path(folder)) for folder in folders}  # all labelled, first
+    cache = engine.ScoreCache.for_model(out / "score_cache", model_path, faces_cfg)
+    scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg)  # loads only when a video is not cached
+    for name, videos in tables.items():
+        if any(cache.load(path) is None for path in videos["path"]):
+            with _native_stderr_captured():
+                scorer.load()  # TensorFlow's start-up lines held back; the progress bar stays visible
+        predictions, faces = engine.score_table(videos, scorer, cache, progress=progress)
+        metrics = scoring.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=score_cfg.bootstrap,
+                                   seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
+        scoring.write_evaluation(predictions, faces, metrics, out / name)
+        scoring.save_figures(_figures(predictions, metrics, score_cfg.threshold), out / name / "figures")
+        print(_report(name, metrics, out / name), flush=True)
+    return EXIT_OK
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -109,6 +153,23 @@ def _parser() -> argparse.ArgumentParser:
     predict_cmd.add_argument("--config", metavar="C.yaml",
                              help="take the faces: and score: settings from this run config (default: built-in)")
     predict_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict_cmd.add_argument("--frames", nargs="?", const="-", metavar="FILE.jsonl",
+                             help="every face: frame index, box, track, score as JSON lines; "
+                                  "on stdout instead of the table, or into FILE.jsonl")
+    predict_cmd.add_argument("--explain", metavar="OUT_DIR",
+                             help="write OUT_DIR/<video>.png: the deciding track's crops, heatmaps, frame scores")
+    evaluate_cmd = commands.add_parser(
+        "evaluate", help="measure a model on labelled folders: AUC, AP, EER, log loss, accuracy with intervals",
+        description="Score labelled folders (each with a DFDC-shaped metadata.json) and print, per folder, "
+                    "video- and frame-level metrics with bootstrap intervals and a breakdown by part and by "
+                    "method/source when metadata.json names one. Exit 0: measured; 2: usage, config, "
+                    "metadata or model error.")
+    evaluate_cmd.add_argument("folders", nargs="+", metavar="DIR", help="folders with videos and metadata.json")
+    evaluate_cmd.add_argument("--model", required=True, metavar="M.keras", help="a model saved by notebook 04")
+    evaluate_cmd.add_argument("--out", default="dfdetect-evaluation", metavar="OUT",
+                              help="reports, figures and the score cache go here (default: ./dfdetect-evaluation)")
+    evaluate_cmd.add_argument("--config", metavar="C.yaml", help="take the faces: and score: settings from this config")
+    evaluate_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -131,10 +192,78 @@ def _result_row(scored: Any, score_cfg: Any) -> dict[str, Any]:
     prediction = scoring.predictions_from_faces(video, scored.faces.assign(video=scored.video),
                                                 {scored.video: scored.status}, score_cfg).iloc[0]
     is_failed = scoring.is_failed(prediction["status"])
-    score = None if is_failed else round(float(prediction["score"]), 4)
-    verdict = None if is_failed else ("FAKE" if prediction["score"] >= score_cfg.threshold else "REAL")
-    return {"video": scored.video, "path": scored.path, "status": prediction["status"], "score": score,
-            "verdict": verdict, "n_faces": int(prediction["n_faces"]), "faces_used": int(prediction["faces_used"])}
+    is_judged = not prediction["verdict"].startswith("not judged")
+    # a video not judged keeps its prior as score (what submission.csv holds), but says it was not judged
+    return {"video": scored.video, "path": scored.path, "status": prediction["status"],
+            "score": None if is_failed else round(float(prediction["score"]), 4), "verdict": prediction["verdict"],
+            "n_faces": int(prediction["n_faces"]), "faces_used": int(prediction["faces_used"]),
+            "track": int(prediction["track"]) if is_judged else None}
+
+
+def _write_frames(scored: Any, frames_file: Any) -> None:
+    """One JSON line per face: video, frame index, face index, box (full-resolution px), track, score."""
+    if frames_file is None:
+        return
+    for face in scored.faces.itertuples():
+        box = [None if value != value else round(float(value), 1) for value in (face.x1, face.y1, face.x2, face.y2)]
+        frames_file.write(json.dumps({"video": scored.video, "frame": int(face.frame), "face": int(face.face),
+                                      "box": box, "track": int(face.track), "prob": round(float(face.prob), 4),
+                                      "score": None if face.score != face.score else round(float(face.score), 4)})
+                          + "\n")
+    frames_file.flush()
+
+
+@contextlib.contextmanager
+def _frames_output(frames_to: Optional[str]) -> Iterator[Any]:
+    """stdout for "-", the named file (written atomically at the end) for a path, else None."""
+    if frames_to is None:
+        yield None
+    elif frames_to == "-":
+        yield sys.stdout
+    else:
+        from dfhelpers import files
+
+        with files.atomic_path(Path(frames_to)) as tmp, open(tmp, "w") as handle:
+            yield handle
+
+
+def _explain(scored: Any, row: dict[str, Any], scorer: Any, out_dir: Path) -> Path:
+    """OUT_DIR/<video stem>.png: crops of the track that decided, their heatmaps and face scores."""
+    from dfhelpers import explain, plots, scoring
+
+    title = f"{scored.video}: {row['verdict']} ({row['score']:.3f})"
+    explained = explain.explain_video(scorer.model, scored.crops, scored.faces, row["track"], title)
+    figure = plots.explanation_strips([explained], explained["method"])
+    return scoring.save_figures({Path(scored.video).stem: figure}, out_dir)[0]
+
+
+def _figures(predictions: Any, metrics: dict[str, Any], threshold: float) -> dict[str, Any]:
+    from dfhelpers import plots
+
+    return {"roc": plots.video_roc(predictions), "confusion": plots.video_confusion(metrics["confusion"]),
+            "score_histogram": plots.video_score_histogram(predictions, threshold)}
+
+
+def _report(name: str, metrics: dict[str, Any], folder: Path) -> str:
+    """The text `evaluate` prints for one folder: counts, the metrics table, notes, where files went."""
+    import pandas as pd
+
+    from dfhelpers import scoring
+
+    counts = metrics["label_counts"]
+    boot = metrics["bootstrap"]
+    lines = [f"== {name}: {metrics['n_videos']} videos ({counts['REAL']} REAL, {counts['FAKE']} FAKE); "
+             f"{metrics['n_prior']} not judged, scored with the prior (no face {metrics['n_no_face']}, "
+             f"too few faces {metrics['n_few_faces']}, unreadable {metrics['n_unreadable']})",
+             f"   {boot['confidence']:.0%} intervals: {boot['n']} bootstrap resamples of the videos, seed {boot['seed']}"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        lines.append(scoring.metrics_table(metrics).to_string())
+    notes = sorted(set(metrics["notes"] + metrics.get("frame", {}).get("notes", [])))
+    notes += [f"{group['column']} {group['value']}: {note}" for group in metrics.get("breakdown", [])
+              for note in group["notes"] if note not in notes]
+    lines += [f"   note: {note}" for note in notes]
+    lines.append(f"   reports: {folder}")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager
@@ -157,13 +286,16 @@ def _native_stderr_captured() -> Iterator[None]:
             os.close(saved_fd)
 
 
-def _emit(row: dict[str, Any], as_json: bool, width: int) -> None:
+def _emit(row: dict[str, Any], as_json: bool, width: int, shown: bool = True) -> None:
     from tqdm.auto import tqdm
 
+    if not shown:
+        return
     if as_json:
-        line = json.dumps(row)
+        line = json.dumps({key: value for key, value in row.items() if key != "track"})
     else:
         score = "-" if row["score"] is None else f"{row['score']:.3f}"
-        line = f"{row['video']:<{width}}  {score:>5}  {row['verdict'] or '-':<7}  {row['n_faces']:>5}  {row['status']}"
+        line = (f"{row['video']:<{width}}  {score:>5}  {row['verdict'] or '-':<19}  {row['n_faces']:>5}  "
+                f"{row['status']}")
     tqdm.write(line, file=sys.stdout)
     sys.stdout.flush()

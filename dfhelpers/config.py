@@ -161,8 +161,10 @@ class ScoreConfig:
     trim: int = 5  # the original: drop the 5 lowest and 5 highest face scores
     min_faces: int = 12  # the original: 11 faces or fewer get the prior (applies to every aggregation)
     prior: float = 0.5  # score of a video without (enough) faces, or one that cannot be read
-    clip: tuple[float, float] = (0.01, 0.99)  # the original's bounds; they bound the log loss of a wrong video
-    clip_exact_only: bool = True  # the original replaced only exact 0 and 1; False clips the whole range
+    clip: tuple[float, float] = (0.01, 0.99)  # the original's bounds: a wrong video costs at most -ln(0.01) = 4.6
+    # the original moved only exact 0 and 1 to the bounds, so a wrong 0.9999 still cost 9.2; clipping the
+    # whole range keeps the worst case at 4.6 (true: the original's rule, for reproducing its scores)
+    clip_exact_only: bool = False
     threshold: float = 0.5  # FAKE when score >= threshold
     confident_fake: float = 0.8  # "confident" (the DFDC winner's rule): faces above this are confidently fake
     confident_share: float = 0.4  # ... and decide the video when more than this share is (winner: len // 2.5)
@@ -173,6 +175,10 @@ class ScoreConfig:
     threads: int = 2  # videos decoded and detected at once; 2 keeps both cores busy (one torch thread each)
     save_crops: bool = True  # keep the scored crops (test_faces/) for the frame-score timeline plots
     n_timelines: int = 4  # confidently wrong videos shown as frame-score timelines in notebook 05
+    bootstrap: int = 1000  # resamples of the videos for each metric's interval; 0 = no intervals
+    bootstrap_seed: int = 0  # the same seed prints the same intervals
+    confidence: float = 0.95  # interval coverage, as the field reports
+    n_explained: int = 2  # notebook 05: Grad-CAM strips of the most confidently wrong and right videos
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +187,8 @@ class Config:
 
     work_dir: Path
     data_dirs: tuple[Path, ...]
-    test_dir: Optional[Path] = None
+    test_dir: Optional[Path] = None  # in YAML one folder or a list; here the first (the sample is generated there)
+    test_dirs: tuple[Path, ...] = ()  # every labelled test folder, test_dir first: each reported on its own
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
     metadata: MetadataConfig = dataclasses.field(default_factory=MetadataConfig)
     faces: FacesConfig = dataclasses.field(default_factory=FacesConfig)
@@ -298,11 +305,13 @@ def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -
     for key in ("work_dir", "data_dirs"):
         if key not in raw:
             raise ConfigError(f"{where}: required key {key!r} is missing")
+    raw = dict(raw)
+    test_dirs = _test_dirs(raw.pop("test_dir", None), raw.pop("test_dirs", None), where, base_dir)
     values = _build(Config, raw, where, prefix="")
     values["work_dir"] = _resolve(values["work_dir"], base_dir)
     values["data_dirs"] = tuple(_resolve(d, base_dir) for d in values["data_dirs"])
-    if values.get("test_dir") is not None:
-        values["test_dir"] = _resolve(values["test_dir"], base_dir)
+    values["test_dir"] = test_dirs[0] if test_dirs else None
+    values["test_dirs"] = test_dirs
     if values["metadata"].persons_csv is not None:
         persons = str(_resolve(values["metadata"].persons_csv, base_dir))
         values["metadata"] = dataclasses.replace(values["metadata"], persons_csv=persons)
@@ -445,6 +454,17 @@ def _describe(hint: Any) -> str:
     return {Path: "a path", float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(
         hint, str(hint)
     )
+
+
+def _test_dirs(test_dir: Any, test_dirs: Any, where: str, base_dir: Path) -> tuple[Path, ...]:
+    """test_dir (one folder or a list) then test_dirs (as to_dict writes it), resolved, each once."""
+    folders = []
+    for key, value in (("test_dir", test_dir), ("test_dirs", test_dirs)):
+        if value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            folders.append(_resolve(_coerce(item, Path, where, key), base_dir))
+    return tuple(dict.fromkeys(folders))
 
 
 def _resolve(value: str | Path, base_dir: Path) -> Path:

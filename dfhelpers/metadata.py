@@ -14,6 +14,9 @@ LABELS = ("REAL", "FAKE")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 METADATA_NAME = "metadata.json"
 COLUMNS = ["video", "path", "part", "label", "original", "group", "person"]
+# the keys of a metadata.json entry that become COLUMNS; any other key (DFDC's split, FaceForensics++'s
+# method, a source) is kept as a column of its own after COLUMNS, for breakdowns of the results
+ENTRY_KEYS = ("label", "original")
 
 
 def read_videos(dirs: list[Path] | tuple[Path, ...], persons_csv: str | Path | None = None,
@@ -38,7 +41,7 @@ def read_videos(dirs: list[Path] | tuple[Path, ...], persons_csv: str | Path | N
     _check_unique_names(videos)
     if persons_csv is not None:
         videos = attach_persons(videos, persons_csv)
-    return videos[COLUMNS]
+    return videos[COLUMNS + _extra_columns(videos)]
 
 
 def read_part(folder: Path, strict: bool = False) -> pd.DataFrame:
@@ -51,7 +54,8 @@ def read_part(folder: Path, strict: bool = False) -> pd.DataFrame:
         raise MetadataError(f"{meta_path}: missing; every data folder needs the metadata.json that labels its videos")
     entries = _load_entries(meta_path)
     rows = [_entry_row(meta_path, name, entry) for name, entry in entries.items()]
-    videos = pd.DataFrame(rows, columns=COLUMNS[:-1]).assign(person="")
+    videos = pd.DataFrame(rows).reindex(columns=COLUMNS[:-1] + _extra_columns(pd.DataFrame(rows))).assign(person="")
+    videos = videos[COLUMNS + _extra_columns(videos)]
     _check_unlisted_files(folder, meta_path, set(entries))
     return _drop_missing_files(videos, meta_path, strict)
 
@@ -139,8 +143,14 @@ def _entry_row(meta_path: Path, name: str, entry: object) -> dict:
     if original is not None and Path(str(original)).name != original:
         raise MetadataError(f"{meta_path}: entry {name!r} has original {original!r} that escapes its folder")
     group = original if label == "FAKE" else name
-    return {"video": name, "path": str(folder / name), "part": folder.name, "label": label,
+    extra = {key: value for key, value in entry.items() if key not in ENTRY_KEYS and key not in COLUMNS}
+    return {**extra, "video": name, "path": str(folder / name), "part": folder.name, "label": label,
             "original": original, "group": group}
+
+
+def _extra_columns(videos: pd.DataFrame) -> list[str]:
+    """Columns beyond COLUMNS (extra metadata.json keys), in a stable order."""
+    return sorted(str(column) for column in videos.columns if column not in COLUMNS)
 
 
 def _check_unlisted_files(folder: Path, meta_path: Path, listed: set[str]) -> None:

@@ -195,3 +195,33 @@ def _crop_strip(ax: plt.Axes, frame_crops: list) -> None:
     strip = np.concatenate([np.asarray(crop)[:size, :size] for _, crop in frame_crops], axis=1)
     ax.imshow(strip)
     ax.set_title("frames " + ", ".join(str(frame) for frame, _ in frame_crops), fontsize=8)
+
+
+# --- 05 explanations ------------------------------------------------------------------------
+
+
+def explanation_strips(explained: list[dict], method: str = "gradcam") -> plt.Figure:
+    """One row per video: its crops, the same crops under their heatmaps, each titled with the face score.
+
+    `explained` holds dicts with title, crops (k, h, w, 3) uint8, heatmaps (k, h, w) in [0, 1],
+    frames (k,) and scores (k,) P(FAKE); `method` names how the heatmaps were made.
+    """
+    n_columns = max([len(item["crops"]) for item in explained] + [1])
+    n_rows = 2 * max(1, len(explained))
+    fig, axes = plt.subplots(n_rows, n_columns, figsize=(1.9 * n_columns, 2.3 * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not explained:
+        axes[0, 0].text(0.5, 0.5, "no videos to explain", ha="center", va="center")
+    for row, item in enumerate(explained):
+        for column, (crop, heatmap, frame, score) in enumerate(
+                zip(item["crops"], item["heatmaps"], item["frames"], item["scores"])):
+            axes[2 * row, column].imshow(crop)
+            axes[2 * row, column].set_title(f"frame {frame}\nP(FAKE) {score:.2f}", fontsize=7)
+            axes[2 * row + 1, column].imshow(crop)
+            axes[2 * row + 1, column].imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[2 * row, 0].text(0.0, 1.45, item["title"], transform=axes[2 * row, 0].transAxes, fontsize=9,
+                              fontweight="bold")
+    fig.suptitle(f"where the model saw FAKE ({method}; red = strongest)", fontsize=9)
+    fig.tight_layout()
+    return fig

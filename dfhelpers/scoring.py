@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-import dataclasses
-import hashlib
-import json
 import math
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from dfhelpers import compat, files, metadata
-from dfhelpers.config import Config, FacesConfig, ScoreConfig
-from dfhelpers.errors import DfdetectError, MetadataError, ModelLoadError
+from dfhelpers import files, metadata
+from dfhelpers.config import Config, ScoreConfig
+from dfhelpers.errors import MetadataError
 
 LABELS = ("REAL", "FAKE")
-PREDICTION_COLUMNS = ["video", "status", "n_faces", "faces_used", "track", "score", "label", "path"]
-FACE_COLUMNS = ["video", "frame", "face", "track", "prob", "score", "crop"]
+PREDICTION_COLUMNS = ["video", "status", "n_faces", "faces_used", "track", "score", "verdict", "label", "path"]
+FACE_COLUMNS = ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob", "score", "crop"]  # box: full-res px
 STATUS_OK = "ok"
 PRIOR_STATUSES = ("no_face", "few_faces", "unreadable", "error")  # status kinds scored with the prior
-CACHE_VERSION = 1  # bump when the cached per-video record changes shape
 
 
 # --- aggregation: face scores -> one video score ---------------------------------------
@@ -122,7 +113,9 @@ def predictions_from_faces(videos: pd.DataFrame, faces: pd.DataFrame, statuses: 
 
     `faces` holds video, track, score; `statuses` maps video -> the face stage's status
     ("ok", "no_face", "partial: ...", "unreadable: ...", "error: ..."; missing means ok).
-    Unreadable and failed videos and videos without faces get the prior and keep their reason.
+    Unreadable and failed videos and videos without faces get the prior, keep their reason
+    and the verdict "not judged (...)". Metadata columns of `videos` (part, method, source,
+    any extra metadata.json key) follow PREDICTION_COLUMNS, for the breakdown.
     """
     rows = []
     faces_by_video = dict(tuple(faces.groupby("video", sort=False))) if len(faces) else {}
@@ -134,250 +127,16 @@ def predictions_from_faces(videos: pd.DataFrame, faces: pd.DataFrame, statuses: 
         if status.split(":")[0] in PRIOR_STATUSES:
             scored["score"] = clip_score(score_cfg.prior, score_cfg)
         rows.append({**scored, "video": video, "status": status, "n_faces": len(video_faces),
-                     "label": label, "path": str(path)})
-    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+                     "label": label, "path": str(path),
+                     "verdict": verdict(scored["score"], status, score_cfg.threshold)})
+    predictions = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    extra = [c for c in videos.columns if c not in PREDICTION_COLUMNS and c not in ("original", "group", "person")]
+    return pd.concat([predictions, videos[extra].reset_index(drop=True)], axis=1) if extra else predictions
 
 
 def is_failed(status: str) -> bool:
     """True for a video that could not be scored at all (unreadable file, unexpected error)."""
     return str(status).split(":")[0] in ("unreadable", "error")
-
-
-# --- scoring videos: faces -> model -> face scores, cached per model ----------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoredVideo:
-    """One video's face scores and how the face stage went (what the cache keeps)."""
-
-    video: str  # file name
-    path: str
-    status: str  # the face stage's: "ok", "no_face", "partial: ...", "unreadable: ...", "error: ..."
-    frames_read: int
-    faces: pd.DataFrame  # FACE_COLUMNS: one row per face, `score` = P(FAKE), `crop` path or ""
-    crops: np.ndarray  # (k, crop_size, crop_size, 3) uint8 as the model saw them; empty when cached
-    seconds: float
-
-
-class VideoScorer:
-    """The face detector and the model, loaded on first use, scoring one video at a time.
-
-    Frames are sampled, detected and cropped exactly as the face stage does for training
-    (dfhelpers.faces.extract_video), and each crop goes through the same JPEG round trip as
-    the training crops; all faces of a video then go through the model in one batched call.
-    """
-
-    def __init__(self, model_path: str | Path, faces_cfg: FacesConfig, score_cfg: ScoreConfig):
-        self.model_path = Path(model_path)
-        self.faces_cfg = faces_cfg
-        self.score_cfg = score_cfg
-        self._model: Any = None
-        self._detector: Any = None
-
-    def load(self) -> "VideoScorer":
-        """Load MTCNN, then the model (torch before TensorFlow: see compat.avoid_triton_after_tensorflow).
-
-        Raises:
-            ModelLoadError: the model file is missing or corrupt.
-        """
-        if self._model is not None and self._detector is not None:
-            return self
-        if not self.model_path.is_file():  # fail fast, before seconds of imports
-            raise ModelLoadError(f"{self.model_path}: model file not found; pass a .keras file saved by notebook 04")
-        compat.avoid_triton_after_tensorflow()
-        from dfhelpers import faces  # imported here: torch and TensorFlow take seconds to import
-
-        if self._detector is None:
-            import torch
-
-            # MTCNN's R/O-net stages are thousands of tiny ops: with 2 threads on a 2-core machine
-            # that is busy, OpenMP spin-waiting made detection 5x slower (measured: 12 s vs 2 s CPU)
-            torch.set_num_threads(max(1, self.faces_cfg.torch_threads))
-            self._detector = faces.FaceDetector(self.faces_cfg)
-        from dfhelpers import model
-
-        if self._model is None:
-            self._model = _check_input_size(model.load(self.model_path), self.model_path, self.faces_cfg.crop_size)
-            self._warm_up()
-        return self
-
-    def _warm_up(self) -> None:
-        """Trace the model's predict function for any batch size now, not inside the first videos.
-
-        Keras traces predict_on_batch per input shape until it has seen two batch sizes, then
-        keeps one trace for all sizes; each trace of a MobileNet-sized model costs seconds.
-        """
-        size = self.faces_cfg.crop_size
-        for n_crops in (1, 2):
-            self._model.predict_on_batch(np.zeros((n_crops, size, size, 3), dtype=np.float32))
-
-    def score(self, path: str | Path) -> ScoredVideo:
-        """Face scores of one video; a broken file gets a status, never an exception."""
-        return self.finish(self.extract(path))
-
-    def extract(self, path: str | Path) -> ScoredVideo:
-        """Decode, detect and crop one video (thread-safe: score_paths runs several at once).
-
-        Returns a ScoredVideo whose `score` column is still empty; `finish` fills it.
-        """
-        from dfhelpers import faces
-
-        self.load()
-        started = time.perf_counter()
-        try:
-            video_faces = faces.extract_video(path, self.faces_cfg, self._detector)
-        except DfdetectError as err:
-            return _failed(Path(path), f"unreadable: {' '.join(str(err).split())}")
-        except Exception as err:  # noqa: BLE001 - one bad video must not stop the others; reported in its row
-            return _failed(Path(path), f"error: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
-        crops = np.stack([faces.jpeg_roundtrip(crop, self.faces_cfg.jpeg_quality) for crop in video_faces.crops]
-                         ) if video_faces.n_faces else video_faces.crops
-        table = video_faces.table().assign(score=np.nan, crop="")
-        return ScoredVideo(Path(path).name, str(path), video_faces.status, video_faces.frames_read,
-                           table[FACE_COLUMNS], crops, time.perf_counter() - started)
-
-    def finish(self, extracted: ScoredVideo) -> ScoredVideo:
-        """Run the model once on all the crops of an extracted video (in the calling thread)."""
-        if extracted.status.startswith("error") or len(extracted.crops) == 0:
-            return extracted
-        started = time.perf_counter()
-        try:
-            fake_probability = self.predict(extracted.crops)
-        except Exception as err:  # noqa: BLE001 - reported in the video's row, the others go on
-            return _failed(Path(extracted.path), f"error: model: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
-        return dataclasses.replace(extracted, faces=extracted.faces.assign(score=fake_probability),
-                                   seconds=round(extracted.seconds + time.perf_counter() - started, 3))
-
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        """P(FAKE) per crop, (k,) float64; crops (k, size, size, 3) uint8, in batches of score.batch_size."""
-        if len(crops) == 0:
-            return np.zeros(0, dtype=np.float64)
-        batch_size = max(1, self.score_cfg.batch_size)
-        outputs = [self._model.predict_on_batch(crops[start:start + batch_size].astype(np.float32))
-                   for start in range(0, len(crops), batch_size)]
-        return np.concatenate([np.asarray(out).reshape(-1) for out in outputs]).astype(np.float64)
-
-
-class ScoreCache:
-    """Face scores per video on disk, keyed by model file hash and face settings: resume, never rescore.
-
-    Aggregation is not part of the key: changing score settings re-aggregates cached face
-    scores. A video file replaced under the same name (size or mtime changed) is rescored.
-    """
-
-    def __init__(self, cache_dir: Path, crops_dir: Optional[Path] = None, work_dir: Optional[Path] = None):
-        self.cache_dir = Path(cache_dir)
-        self.crops_dir = crops_dir
-        self.work_dir = work_dir
-
-    @classmethod
-    def for_model(cls, root: Path, model_path: Path, faces_cfg: FacesConfig, **kwargs: Any) -> "ScoreCache":
-        """The cache folder of one model file and face settings under `root`."""
-        return cls(Path(root) / f"{file_digest(model_path)[:16]}-{settings_digest(faces_cfg)[:8]}", **kwargs)
-
-    def load(self, path: str | Path) -> Optional[ScoredVideo]:
-        """The cached result for a video file, or None (absent, from another version, or corrupt)."""
-        entry = self._entry(path)
-        try:
-            record = json.loads(entry.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if record.get("version") != CACHE_VERSION:
-            return None
-        table = pd.DataFrame(record["faces"], columns=FACE_COLUMNS).fillna({"crop": ""})
-        return ScoredVideo(record["video"], str(path), record["status"], record["frames_read"],
-                           table, np.zeros((0, 0, 0, 3), dtype=np.uint8), record["seconds"])
-
-    def store(self, scored: ScoredVideo) -> ScoredVideo:
-        """Write the crops (when crops_dir is set) and then the record, each atomically."""
-        if scored.status.startswith("error"):
-            return scored  # unexpected failures are retried on the next run
-        scored = self._save_crops(scored) if self.crops_dir is not None else scored
-        record = {"version": CACHE_VERSION, "video": scored.video, "path": scored.path, "status": scored.status,
-                  "frames_read": scored.frames_read, "seconds": scored.seconds,
-                  "faces": json.loads(scored.faces.to_json(orient="records"))}
-        files.write_json(record, self._entry(scored.path))
-        return scored
-
-    def _entry(self, path: str | Path) -> Path:
-        path = Path(path).resolve()
-        stat = path.stat() if path.exists() else None
-        identity = f"{path}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}"
-        return self.cache_dir / f"{path.name}.{hashlib.sha1(identity.encode()).hexdigest()[:10]}.json"
-
-    def _save_crops(self, scored: ScoredVideo) -> ScoredVideo:
-        from dfhelpers import faces
-
-        folder = Path(self.crops_dir) / Path(scored.video).stem
-        crop_paths = []
-        for frame_index, face_index, crop in zip(scored.faces["frame"], scored.faces["face"], scored.crops):
-            # for display only (timeline plots): the model saw the in-memory crop
-            target = files.write_bytes(faces.encode_jpeg(crop, 95), folder / f"{frame_index:05d}_{face_index}.jpg")
-            crop_paths.append(target.relative_to(self.work_dir).as_posix() if self.work_dir else str(target))
-        return dataclasses.replace(scored, faces=scored.faces.assign(crop=crop_paths))
-
-
-def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[ScoreCache] = None,
-                progress: bool = True) -> Iterator[ScoredVideo]:
-    """Score videos in order (from the cache when it holds them), with a progress bar on stderr.
-
-    `score.threads` videos are decoded and detected at once in threads (PyAV, OpenCV and torch
-    release the GIL), while the model scores finished ones here. One bad video never stops
-    the run: it gets a status. Raises only ModelLoadError, before the first uncached video.
-    """
-    bar = tqdm(total=len(paths), unit="video", desc="scoring", disable=not progress, file=sys.stderr)
-    in_flight: collections.deque = collections.deque()
-    n_threads = max(1, scorer.score_cfg.threads)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for path in paths:
-            cached = cache.load(path) if cache is not None else None
-            in_flight.append(cached if cached is not None else pool.submit(scorer.load().extract, path))
-            while len(in_flight) > n_threads:
-                yield _finish(in_flight.popleft(), scorer, cache, bar)
-        while in_flight:
-            yield _finish(in_flight.popleft(), scorer, cache, bar)
-    bar.close()
-
-
-def score_videos(cfg: Config, videos: pd.DataFrame, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score the videos of a table (video, path, label) with cfg.model_path: (predictions, faces).
-
-    Resumes: face scores are cached under reports/score_cache/<model hash>-<face settings>/,
-    so a re-run (or a run after an interruption) scores only the videos not done yet and
-    does not even load the model when every video is done.
-
-    Raises:
-        ModelLoadError: cfg.model_path is missing or corrupt (checked before any work).
-    """
-    if not Path(cfg.model_path).is_file():
-        raise ModelLoadError(f"{cfg.model_path}: model file not found; run notebooks/04_train.ipynb first")
-    crops_dir = cfg.test_faces_dir if cfg.score.save_crops else None
-    cache = ScoreCache.for_model(score_cache_root(cfg), cfg.model_path, cfg.faces, crops_dir=crops_dir,
-                                 work_dir=cfg.work_dir)
-    scorer = VideoScorer(cfg.model_path, cfg.faces, cfg.score)
-    scored = list(score_paths(videos["path"].tolist(), scorer, cache, progress=progress))
-    tables = [s.faces.assign(video=name) for s, name in zip(scored, videos["video"]) if len(s.faces)]
-    faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FACE_COLUMNS)
-    statuses = {name: s.status for s, name in zip(scored, videos["video"])}
-    return predictions_from_faces(videos, faces, statuses, cfg.score), faces[FACE_COLUMNS]
-
-
-def score_cache_root(cfg: Config) -> Path:
-    """Where cached face scores live (one folder per model file and face settings)."""
-    return cfg.reports_dir / "score_cache"
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (the model's identity for the cache)."""
-    return files.sha256(path)
-
-
-def settings_digest(faces_cfg: FacesConfig) -> str:
-    """SHA-256 of the face settings that change which crops a video gives (not the speed ones)."""
-    from dfhelpers.faces import OUTPUT_SETTINGS
-
-    settings = {name: getattr(faces_cfg, name) for name in OUTPUT_SETTINGS}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
 
 
 # --- labels and metrics ------------------------------------------------------------------
@@ -405,25 +164,136 @@ def attach_labels(predictions: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     return predictions.assign(label=[label if label in LABELS else None for label in merged])
 
 
-def evaluate(predictions: pd.DataFrame, threshold: float = 0.5) -> dict[str, Any]:
-    """Video-level metrics over the labelled rows: AUC, log loss (the DFDC metric), accuracy.
+METRIC_NAMES = ("auc", "ap", "eer", "log_loss", "accuracy")  # the order of every metrics table
+BREAKDOWN_COLUMNS = ("part", "method", "source")  # metadata columns a report is broken down by, when present
 
-    Unlabelled videos are counted, not scored. With one class only, AUC is NaN and `notes`
-    says why; with no labelled video every metric is NaN.
+
+def evaluate(predictions: pd.DataFrame, threshold: float = 0.5, faces: pd.DataFrame | None = None,
+             n_bootstrap: int = 0, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Video-level (and, given `faces`, frame-level) metrics over the labelled rows, with a breakdown.
+
+    AUC, AP, EER, log loss (the DFDC metric) and accuracy at `threshold`; with n_bootstrap > 0
+    each gets a `confidence` interval from a seeded bootstrap that resamples videos (the frame
+    level resamples videos too and keeps all their faces). Unlabelled videos are counted, not
+    scored. A metric a set cannot define (AUC of one class) is NaN and `notes` says why.
     """
     labelled = predictions[predictions["label"].isin(LABELS)]
-    is_fake = (labelled["label"] == "FAKE").to_numpy().astype(int)
-    scores = labelled["score"].to_numpy(dtype=np.float64)
-    metrics: dict[str, Any] = {"auc": math.nan, "log_loss": math.nan, "accuracy": math.nan,
-                               "n_videos": int(len(predictions)), "n_labelled": int(len(labelled)),
+    boot = {"n": int(n_bootstrap), "seed": int(seed), "confidence": float(confidence), "unit": "video"}
+    metrics: dict[str, Any] = {"n_videos": int(len(predictions)), "n_labelled": int(len(labelled)),
                                **status_counts(predictions), "threshold": float(threshold),
-                               "label_counts": label_counts(predictions), "notes": []}
+                               "label_counts": label_counts(predictions), "bootstrap": boot}
+    metrics.update(measure(_video_samples(labelled), threshold, boot))
+    metrics["confusion"] = confusion(predictions, threshold)
+    if faces is not None:
+        frame_samples = _frame_samples(labelled, faces)
+        metrics["frame"] = dict(measure(frame_samples, threshold, boot),
+                                n_faces=int(sum(len(scores) for scores in frame_samples[1])))
     if len(labelled) == 0:
-        metrics["notes"].append("no labelled videos: metrics need labels (metadata.json or a labels CSV)")
-        return dict(metrics, confusion=confusion(predictions, threshold))
-    metrics.update(_threshold_free_metrics(is_fake, scores, metrics["notes"]))
-    metrics["accuracy"] = float(np.mean((scores >= threshold).astype(int) == is_fake))
-    return dict(metrics, confusion=confusion(predictions, threshold))
+        metrics["notes"].insert(0, "no labelled videos: metrics need labels (metadata.json or a labels CSV)")
+    metrics["breakdown"] = breakdown(labelled, threshold, boot)
+    return metrics
+
+
+def measure(samples: tuple[np.ndarray, list[np.ndarray]], threshold: float, boot: dict[str, Any]) -> dict[str, Any]:
+    """Point metrics and bootstrap intervals of per-video samples (is_fake per video, scores per video).
+
+    Each video contributes all its scores (one at video level, its faces at frame level); the
+    bootstrap draws videos with replacement, `boot["n"]` times from `boot["seed"]`.
+    """
+    is_fake, scores = samples
+    point = point_metrics(*_flatten(is_fake, scores), threshold)
+    result: dict[str, Any] = {name: point[name] for name in METRIC_NAMES}
+    result["notes"] = point["notes"]
+    result["intervals"] = {name: [math.nan, math.nan] for name in METRIC_NAMES}
+    if boot["n"] > 0 and len(is_fake):
+        rng = np.random.default_rng(boot["seed"])
+        draws = [point_metrics(*_flatten(is_fake, scores, rng.integers(0, len(is_fake), len(is_fake))), threshold)
+                 for _ in range(boot["n"])]
+        tail = 100 * (1 - boot["confidence"]) / 2
+        for name in METRIC_NAMES:
+            values = np.array([draw[name] for draw in draws], dtype=np.float64)
+            if np.isfinite(values).any():
+                result["intervals"][name] = np.nanpercentile(values, [tail, 100 - tail]).tolist()
+    return result
+
+
+def point_metrics(is_fake: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """AUC, AP, EER, log loss and accuracy of labels (1 = FAKE) and scores P(FAKE), from scikit-learn.
+
+    AUC, AP and EER need both classes: with one they are NaN and `notes` says why.
+    """
+    from sklearn.metrics import auc, average_precision_score, roc_curve
+
+    result: dict[str, Any] = {name: math.nan for name in METRIC_NAMES}
+    result["notes"] = []
+    if len(is_fake) == 0:
+        return result
+    result["log_loss"] = log_loss(is_fake, scores)
+    result["accuracy"] = float(np.mean((scores >= threshold).astype(int) == is_fake))
+    if len(np.unique(is_fake)) < 2:
+        only = LABELS[int(is_fake[0])]
+        result["notes"].append(f"AUC, AP and EER undefined: every labelled video is {only}; "
+                               "they need both REAL and FAKE videos")
+        return result
+    fpr, tpr, _ = roc_curve(is_fake, scores)  # one curve for AUC and EER: the bootstrap calls this 1000s of times
+    result.update(auc=float(auc(fpr, tpr)), ap=float(average_precision_score(is_fake, scores)),
+                  eer=_eer_of_curve(fpr, tpr))
+    return result
+
+
+def equal_error_rate(is_fake: np.ndarray, scores: np.ndarray) -> float:
+    """The rate where false positives equal false negatives, on scikit-learn's ROC curve.
+
+    The ROC is piecewise linear between its points; the EER is where it crosses fpr = 1 - tpr.
+    """
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(is_fake, scores)
+    return _eer_of_curve(fpr, tpr)
+
+
+def log_loss(is_fake: np.ndarray, scores: np.ndarray) -> float:
+    """Mean binary cross-entropy (natural log), scores clipped to machine epsilon as scikit-learn does."""
+    eps = np.finfo(np.float64).eps
+    probability = np.clip(np.asarray(scores, dtype=np.float64), eps, 1 - eps)
+    is_fake = np.asarray(is_fake, dtype=np.float64)
+    return float(-np.mean(is_fake * np.log(probability) + (1 - is_fake) * np.log(1 - probability)))
+
+
+def breakdown(labelled: pd.DataFrame, threshold: float, boot: dict[str, Any]) -> list[dict[str, Any]]:
+    """Video metrics per value of each metadata column present (part always; method, source if given).
+
+    A group of FAKE videos only (one manipulation method) is measured against every REAL video
+    of the evaluated set, as per-method results are reported in the field; a REAL-only group
+    keeps its own videos (accuracy is then the share called REAL).
+    """
+    rows = []
+    reals = labelled[labelled["label"] == "REAL"]
+    for column in [c for c in BREAKDOWN_COLUMNS if c in labelled.columns]:
+        values = labelled[column].fillna("").astype(str)
+        if column != "part" and (values == "").all():
+            continue
+        for value in sorted(values.unique()):
+            group = labelled[values == value]
+            only_fakes = bool((group["label"] == "FAKE").all()) and len(reals) > 0
+            measured = pd.concat([group, reals]) if only_fakes else group
+            rows.append({"column": column, "value": value or "(none)", "n_videos": int(len(group)),
+                         "against": "all REAL videos" if only_fakes else "itself",
+                         **measure(_video_samples(measured), threshold, boot)})
+    return rows
+
+
+def metrics_table(metrics: dict[str, Any], digits: int = 3) -> pd.DataFrame:
+    """One row per level (video, frame) and breakdown group; cells "0.912 [0.853, 0.961]"."""
+    rows = [("video", "all", metrics["n_labelled"], metrics)]
+    if "frame" in metrics:
+        rows.append(("frame", "all", metrics["frame"].get("n_faces", 0), metrics["frame"]))
+    rows += [(f"{group['column']}", f"{group['value']}" + (" +REAL" if group["against"] != "itself" else ""),
+              group["n_videos"], group) for group in metrics.get("breakdown", [])]
+    table = pd.DataFrame([{"level": level, "group": name, "n": n,
+                           **{metric: _with_interval(result, metric, digits) for metric in METRIC_NAMES}}
+                          for level, name, n, result in rows])
+    return table.set_index(["level", "group"])
 
 
 def confusion(predictions: pd.DataFrame, threshold: float = 0.5) -> dict[str, Any]:
@@ -445,10 +315,21 @@ def label_counts(predictions: pd.DataFrame) -> dict[str, int]:
 
 
 def status_counts(predictions: pd.DataFrame) -> dict[str, int]:
-    """How many videos got the prior, by reason: no face, too few faces, unreadable."""
+    """How many videos got the prior, by reason: no face, too few faces, unreadable (and all of them)."""
     kinds = predictions["status"].astype(str).str.split(":").str[0]
     return {"n_no_face": int((kinds == "no_face").sum()), "n_few_faces": int((kinds == "few_faces").sum()),
-            "n_unreadable": int((kinds == "unreadable").sum())}
+            "n_unreadable": int((kinds == "unreadable").sum()), "n_prior": int(kinds.isin(PRIOR_STATUSES).sum())}
+
+
+def verdict(score: float, status: str, threshold: float) -> str:
+    """FAKE or REAL at the threshold; "not judged (<reason>)" for a video scored with the prior.
+
+    Such a video's score is the prior, a guess for the submission file, not the model's verdict.
+    """
+    kind = str(status).split(":")[0]
+    if kind in PRIOR_STATUSES:
+        return f"not judged ({kind})"
+    return "FAKE" if score >= threshold else "REAL"
 
 
 def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
@@ -459,6 +340,15 @@ def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float = 0.5)
     wrong = labelled[is_fake != predicted_fake]
     error = (wrong["score"] - np.where(wrong["label"] == "FAKE", 1.0, 0.0)).abs()
     return wrong.assign(error=error).sort_values("error", ascending=False).head(n).reset_index(drop=True)
+
+
+def confidently_right(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
+    """The n labelled, scored videos whose score is furthest on the right side of the threshold."""
+    labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
+    is_right = (labelled["label"] == "FAKE") == (labelled["score"] >= threshold)
+    right = labelled[is_right]
+    error = (right["score"] - np.where(right["label"] == "FAKE", 1.0, 0.0)).abs()
+    return right.assign(error=error).sort_values("error").head(n).reset_index(drop=True)
 
 
 def timeline_crops(faces: pd.DataFrame, videos: pd.DataFrame, work_dir: Path,
@@ -482,6 +372,12 @@ def timeline_crops(faces: pd.DataFrame, videos: pd.DataFrame, work_dir: Path,
     return crops
 
 
+def metrics_tables(metrics_by_folder: dict[str, dict[str, Any]], digits: int = 3) -> pd.DataFrame:
+    """metrics_table of several test folders (cross-dataset runs) under one more index level, folder."""
+    tables = {folder: metrics_table(metrics, digits) for folder, metrics in metrics_by_folder.items()}
+    return pd.concat(tables, names=["folder"]) if tables else pd.DataFrame()
+
+
 # --- report files ----------------------------------------------------------------------
 
 
@@ -498,14 +394,22 @@ def frame_scores_csv(cfg: Config) -> Path:
 
 def write_reports(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: dict[str, Any],
                   cfg: Config) -> dict[str, Path]:
-    """Write predictions.csv, frame_scores.csv, metrics.json and submission.csv atomically.
+    """Write predictions.csv, frame_scores.csv, metrics.json and submission.csv under reports/."""
+    return write_evaluation(predictions, faces, metrics, cfg.reports_dir)
+
+
+def write_evaluation(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: dict[str, Any],
+                     folder: Path) -> dict[str, Path]:
+    """Write predictions.csv, frame_scores.csv, metrics.json and submission.csv into `folder` atomically.
 
     NaN metrics (AUC of a single-class set) are written as JSON null, which every reader parses.
+    A video not judged keeps its prior in submission.csv: the DFDC format needs a number per video.
     """
-    return {"predictions": files.write_csv(predictions, cfg.predictions_csv),
-            "frame_scores": files.write_csv(faces, frame_scores_csv(cfg)),
-            "metrics": files.write_json(_json_safe(metrics), cfg.metrics_json),
-            "submission": files.write_csv(submission(predictions), cfg.submission_csv)}
+    folder = Path(folder)
+    return {"predictions": files.write_csv(predictions, folder / "predictions.csv"),
+            "frame_scores": files.write_csv(faces, folder / "frame_scores.csv"),
+            "metrics": files.write_json(_json_safe(metrics), folder / "metrics.json"),
+            "submission": files.write_csv(submission(predictions), folder / "submission.csv")}
 
 
 def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
@@ -521,45 +425,54 @@ def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
 # --- private helpers -------------------------------------------------------------------
 
 
-def _threshold_free_metrics(is_fake: np.ndarray, scores: np.ndarray, notes: list[str]) -> dict[str, float]:
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    metrics = {"log_loss": float(log_loss(is_fake, scores, labels=[0, 1]))}
-    if len(np.unique(is_fake)) < 2:
-        only = LABELS[int(is_fake[0])]
-        notes.append(f"AUC undefined: every labelled video is {only}; it needs both REAL and FAKE videos")
-        return dict(metrics, auc=math.nan)
-    return dict(metrics, auc=float(roc_auc_score(is_fake, scores)))
-
-
-def _check_input_size(detector: Any, model_path: Path, crop_size: int) -> Any:
-    """The model, if it follows the model contract for crop_size crops; else a ModelLoadError."""
-    expected = tuple(detector.input_shape[1:])
-    if expected[:2] != (crop_size, crop_size) and expected[:2] != (None, None):
-        raise ModelLoadError(f"{model_path}: the model takes {expected[0]}x{expected[1]} crops but faces.crop_size is "
-                             f"{crop_size}; score with the config the model was trained with")
-    if tuple(detector.output_shape[1:]) != (1,):
-        raise ModelLoadError(f"{model_path}: the model outputs {detector.output_shape}, not (N, 1) P(FAKE); "
-                             "save a detector built by dfhelpers.model")
-    return detector
+def _eer_of_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Where the piecewise-linear ROC crosses fpr = 1 - tpr (false positive = false negative rate)."""
+    gap = fpr + tpr - 1.0  # < 0 before the crossing, >= 0 from it on (non-decreasing)
+    after = int(np.argmax(gap >= 0))
+    if after == 0 or gap[after] == 0:
+        return float(fpr[after])
+    before = after - 1
+    share = -gap[before] / (gap[after] - gap[before])
+    return float(fpr[before] + share * (fpr[after] - fpr[before]))
 
 
-def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoScorer,
-            cache: Optional[ScoreCache], bar: Any) -> ScoredVideo:
-    """A cached result as it is; an extraction run through the model and stored in the cache."""
-    if isinstance(pending, ScoredVideo):
-        scored = pending
-    else:
-        scored = scorer.finish(pending.result())
-        scored = cache.store(scored) if cache is not None else scored
-    bar.update(1)
-    bar.set_postfix_str(f"{scored.video}: {scored.status.split(':')[0]}")
-    return scored
+def _video_samples(labelled: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(is_fake per video, [its one video score]) of labelled predictions."""
+    is_fake = (labelled["label"] == "FAKE").to_numpy().astype(int)
+    return is_fake, [np.array([score], dtype=np.float64) for score in labelled["score"].to_numpy(dtype=np.float64)]
 
 
-def _failed(path: Path, status: str) -> ScoredVideo:
-    return ScoredVideo(path.name, str(path), status, 0, pd.DataFrame(columns=FACE_COLUMNS),
-                       np.zeros((0, 0, 0, 3), dtype=np.uint8), 0.0)
+def _frame_samples(labelled: pd.DataFrame, faces: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(is_fake per video, [its face scores]) of the labelled videos with at least one face."""
+    by_video = {video: group["score"].to_numpy(dtype=np.float64)
+                for video, group in faces.groupby("video")} if len(faces) else {}
+    kept = labelled[labelled["video"].isin(by_video)]
+    return (kept["label"] == "FAKE").to_numpy().astype(int), [by_video[video] for video in kept["video"]]
+
+
+def _flatten(is_fake: np.ndarray, scores: list[np.ndarray],
+             picks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-video samples (optionally the videos `picks`, with repeats) as flat (labels, scores)."""
+    picks = np.arange(len(is_fake)) if picks is None else np.asarray(picks)
+    if len(picks) == 0:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=np.float64)
+    lengths = np.array([len(s) for s in scores], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    picked_lengths = lengths[picks]
+    # index of every score of every picked video, without a Python loop per draw
+    offsets = np.repeat(starts[picks] - np.concatenate([[0], np.cumsum(picked_lengths)[:-1]]), picked_lengths)
+    index = offsets + np.arange(picked_lengths.sum())
+    return np.repeat(np.asarray(is_fake), lengths)[index].astype(int), np.concatenate(scores)[index]
+
+
+def _with_interval(result: dict[str, Any], metric: str, digits: int) -> str:
+    value = result.get(metric, math.nan)
+    if value is None or not math.isfinite(value):
+        return "undefined"
+    low, high = result.get("intervals", {}).get(metric, [math.nan, math.nan])
+    if low is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _final_status(extraction_status: str, scoring_status: str) -> str:

@@ -40,10 +40,12 @@ def test_a_broken_file_gets_its_own_row_and_exit_code_1_while_the_rest_are_score
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert result.returncode == 1, result.stderr
     assert sorted(rows) == ["broken.mp4", "face.mp4", "face_again.mov"]
-    assert "unreadable: " in rows["broken.mp4"]
-    assert rows["face.mp4"].split()[4] == "ok" and 0.0 < float(rows["face.mp4"].split()[1]) < 1.0
-    # too few faces for the default trimmed mean: the prior, which is a score, not a failure
-    assert rows["face_again.mov"].split()[4] == "few_faces:"
+    assert "unreadable: " in rows["broken.mp4"] and "not judged (unreadable)" in rows["broken.mp4"]
+    assert rows["face.mp4"].split()[2] in ("REAL", "FAKE") and rows["face.mp4"].split()[4] == "ok"
+    assert 0.0 < float(rows["face.mp4"].split()[1]) < 1.0
+    # too few faces for the default trimmed mean: the prior as its score, but no verdict
+    assert rows["face_again.mov"].split()[1:4] == ["0.500", "not", "judged"]
+    assert "not judged (few_faces)" in rows["face_again.mov"] and "few_faces:" in rows["face_again.mov"]
 
 
 def test_json_lines_for_videos_that_all_score_and_exit_code_0(folder_with_a_broken_file, tiny_model, tmp_path):
@@ -72,3 +74,53 @@ def test_missing_inputs_and_empty_folders_are_reported_not_scored(tmp_path):
     (tmp_path / "empty").mkdir()
     paths, bad = cli.expand_inputs([str(tmp_path / "empty"), str(tmp_path / "absent.mp4")])
     assert paths == [] and [reason.split(":")[0] for _, reason in bad] == ["no_videos", "missing"]
+
+
+def test_frames_prints_one_json_line_per_face_with_box_track_and_score(folder_with_a_broken_file, tiny_model,
+                                                                       tmp_path):
+    explain_dir = tmp_path / "explained"
+    result = run_dfdetect("predict", folder_with_a_broken_file / "face.mp4", "--model", tiny_model, "--frames",
+                          "--explain", explain_dir, "--quiet")
+    assert result.returncode == 0, result.stderr
+    faces = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(faces) == 16 and [face["frame"] for face in faces] == sorted(face["frame"] for face in faces)
+    assert all(face["video"] == "face.mp4" and face["track"] == 0 and 0.0 < face["score"] < 1.0 for face in faces)
+    x1, y1, x2, y2 = faces[0]["box"]
+    assert 0 <= x1 < x2 <= 320 and 0 <= y1 < y2 <= 240
+    # the explanation strip: a picture of six crops over two rows, not an empty canvas
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(explain_dir / "face.png")
+    assert picture.shape[1] > 6 * 100 and picture[..., :3].std() > 0.05
+
+
+def test_evaluate_prints_metrics_with_intervals_per_method_and_writes_reports(tmp_path, tiny_model):
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    for index in range(4):
+        write_video(folder / f"real{index}.mp4", n_frames=12 + index)
+        write_video(folder / f"fake{index}.mp4", n_frames=13 + index)
+    write_video(folder / "blank.mp4", n_frames=4, with_face=False)
+    entries = {f"real{i}.mp4": {"label": "REAL", "method": "youtube"} for i in range(4)}
+    entries.update({f"fake{i}.mp4": {"label": "FAKE", "original": f"real{i}.mp4",
+                                     "method": "Deepfakes" if i % 2 else "FaceSwap"} for i in range(4)})
+    entries["blank.mp4"] = {"label": "FAKE", "original": "real0.mp4", "method": "FaceSwap"}
+    (folder / "metadata.json").write_text(json.dumps(entries))
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\nscore:\n  min_faces: 4\n  trim: 1\n"
+                                       "  bootstrap: 100\n")
+    args = ("evaluate", folder, "--model", tiny_model, "--out", tmp_path / "out", "--config", tmp_path / "run.yaml",
+            "--quiet")
+    first, second = run_dfdetect(*args), run_dfdetect(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout  # seeded bootstrap, and the second run came from the score cache
+    lines = first.stdout.splitlines()
+    assert "9 videos (4 REAL, 5 FAKE); 1 not judged" in lines[0] and "100 bootstrap resamples" in lines[1]
+    table = "\n".join(lines)
+    for group in ("video  all", "frame  all", "part   labelled", "method Deepfakes +REAL", "FaceSwap +REAL", "youtube"):
+        assert group in table
+    assert "[" in table.split("video  all")[1].splitlines()[0]  # an interval beside the point estimate
+    assert "note: method youtube: AUC, AP and EER undefined: every labelled video is REAL" in table
+    saved = json.loads((tmp_path / "out" / "labelled" / "metrics.json").read_text())
+    assert saved["n_prior"] == 1 and len(saved["intervals"]["auc"]) == 2 and saved["frame"]["n_faces"] > 0
+    predictions = (tmp_path / "out" / "labelled" / "predictions.csv").read_text()
+    assert "not judged (no_face)" in predictions and "method" in predictions.splitlines()[0]

@@ -33,10 +33,21 @@ def two_parts(tmp_path):
 
 def test_read_videos_gives_one_row_per_video_across_parts(two_parts):
     videos = metadata.read_videos(two_parts)
-    assert list(videos.columns) == metadata.COLUMNS
+    assert list(videos.columns) == [*metadata.COLUMNS, "split"]  # DFDC's own split key is kept, not dropped
     assert sorted(videos["video"]) == ["fake_a1.mp4", "fake_a2.mp4", "real_a.mp4", "real_b.mp4"]
     assert set(videos["part"]) == {"dfdc_train_part_0", "dfdc_train_part_1"}
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in videos["path"])
+
+
+def test_unknown_entry_keys_are_kept_as_columns_of_the_video_table(tmp_path):
+    part = make_part(tmp_path / "ffpp", {
+        "real.mp4": {"label": "REAL", "method": "youtube"},
+        "fake.mp4": {"label": "FAKE", "original": "real.mp4", "method": "Deepfakes", "source": "ff++"},
+    })
+    videos = metadata.read_videos([part]).set_index("video")
+    assert videos.loc["fake.mp4", "method"] == "Deepfakes" and videos.loc["real.mp4", "method"] == "youtube"
+    assert videos.loc["fake.mp4", "source"] == "ff++" and pd.isna(videos.loc["real.mp4", "source"])
+    assert metadata.list_videos(part).set_index("video").loc["fake.mp4", "method"] == "Deepfakes"
 
 
 def test_fake_belongs_to_the_group_of_its_original(two_parts):

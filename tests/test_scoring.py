@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from dfhelpers import config, metadata, scoring
+from dfhelpers import config, scoring
 from dfhelpers.config import ScoreConfig
 from dfhelpers.errors import MetadataError
 
@@ -41,11 +41,14 @@ def run_cfg(tmp_path):
 # --- aggregation ---------------------------------------------------------------------
 
 
+ORIGINAL = ScoreConfig(clip_exact_only=True)  # the original's clipping: only exact 0 and 1 move
+
+
 def test_trimmed_mean_reproduces_the_original_rule_on_random_videos():
     rng = np.random.default_rng(0)
     for n_faces in range(0, 40):
         face_scores = rng.random(n_faces)
-        assert scoring.aggregate(face_scores, ScoreConfig()) == original_video_score(face_scores)
+        assert scoring.aggregate(face_scores, ORIGINAL) == original_video_score(face_scores)
 
 
 def test_trimmed_mean_gives_the_prior_to_eleven_faces_or_fewer():
@@ -55,17 +58,19 @@ def test_trimmed_mean_gives_the_prior_to_eleven_faces_or_fewer():
     assert scoring.aggregate(twelve, ScoreConfig()) == pytest.approx(0.3)
 
 
-def test_trimmed_mean_clips_exact_zero_and_one_like_the_original():
-    assert scoring.aggregate(np.zeros(20), ScoreConfig()) == 0.01 == original_video_score(np.zeros(20))
-    assert scoring.aggregate(np.ones(20), ScoreConfig()) == 0.99 == original_video_score(np.ones(20))
+def test_original_clipping_moves_only_exact_zero_and_one():
+    assert scoring.aggregate(np.zeros(20), ORIGINAL) == 0.01 == original_video_score(np.zeros(20))
+    assert scoring.aggregate(np.ones(20), ORIGINAL) == 0.99 == original_video_score(np.ones(20))
     nearly_one = np.full(20, 0.999)
-    assert scoring.aggregate(nearly_one, ScoreConfig()) == original_video_score(nearly_one)
+    assert scoring.aggregate(nearly_one, ORIGINAL) == original_video_score(nearly_one)
 
 
-def test_range_clipping_bounds_every_score_when_configured():
-    score_cfg = ScoreConfig(clip_exact_only=False)
-    assert scoring.aggregate(np.full(20, 0.999), score_cfg) == 0.99
-    assert scoring.aggregate(np.full(20, 0.001), score_cfg) == 0.01
+def test_default_clipping_bounds_the_log_loss_of_a_confidently_wrong_video():
+    assert scoring.aggregate(np.full(20, 0.99999), ScoreConfig()) == 0.99
+    assert scoring.aggregate(np.full(20, 0.00001), ScoreConfig()) == 0.01
+    wrong = pd.DataFrame({"video": ["a.mp4"], "status": "ok", "label": "REAL",
+                          "score": [scoring.aggregate(np.full(20, 1 - 1e-7), ScoreConfig())]})
+    assert scoring.evaluate(wrong)["log_loss"] == pytest.approx(-math.log(0.01))
 
 
 def test_mean_and_median_rules():
@@ -171,6 +176,95 @@ def test_confidently_wrong_orders_by_distance_from_the_true_label(predictions):
     assert wrong["video"].tolist() == ["d.mp4"]
 
 
+def synthetic_scores(n_videos=300, seed=3):
+    rng = np.random.default_rng(seed)
+    is_fake = (rng.random(n_videos) < 0.6).astype(int)
+    return is_fake, np.clip(rng.normal(0.35 + 0.3 * is_fake, 0.2), 0.0, 1.0).round(2)  # ties, as real scores have
+
+
+def test_eer_and_ap_agree_with_scikit_learn_on_synthetic_scores():
+    from scipy.interpolate import interp1d
+    from scipy.optimize import brentq
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+    is_fake, scores = synthetic_scores()
+    fpr, tpr, _ = roc_curve(is_fake, scores)
+    reference_eer = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0, xtol=1e-14)
+    precision, recall, _ = precision_recall_curve(is_fake, scores)
+    step_ap = -np.sum(np.diff(recall) * precision[:-1])
+    metrics = scoring.point_metrics(is_fake, scores, threshold=0.5)
+    assert abs(metrics["eer"] - reference_eer) < 1e-9
+    assert abs(metrics["ap"] - average_precision_score(is_fake, scores)) < 1e-9 and abs(metrics["ap"] - step_ap) < 1e-9
+    assert abs(metrics["auc"] - roc_auc_score(is_fake, scores)) < 1e-9
+
+
+def test_eer_of_perfectly_separated_and_of_inverted_scores():
+    is_fake = np.array([0, 0, 1, 1])
+    assert scoring.equal_error_rate(is_fake, np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert scoring.equal_error_rate(is_fake, np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
+
+
+def test_a_one_class_folder_gives_undefined_auc_ap_eer_with_the_reason():
+    only_real = pd.DataFrame({"video": ["a", "b", "c"], "status": "ok", "score": [0.2, 0.4, 0.7], "label": "REAL"})
+    metrics = scoring.evaluate(only_real, n_bootstrap=50)
+    assert all(math.isnan(metrics[name]) for name in ("auc", "ap", "eer"))
+    assert "every labelled video is REAL" in metrics["notes"][0]
+    assert metrics["accuracy"] == pytest.approx(2 / 3) and all(math.isnan(v) for v in metrics["intervals"]["auc"])
+    row = scoring.metrics_table(metrics).loc[("video", "all")]
+    assert row["auc"] == "undefined" and row["accuracy"].startswith("0.667 [")
+
+
+def labelled_run(n_videos=60, seed=5):
+    is_fake, scores = synthetic_scores(n_videos, seed)
+    videos = [f"v{i}.mp4" for i in range(n_videos)]
+    methods = np.where(is_fake == 1, np.where(np.arange(n_videos) % 2, "Deepfakes", "FaceSwap"), "youtube")
+    predictions = pd.DataFrame({"video": videos, "status": "ok", "score": scores, "part": "dev", "method": methods,
+                                "label": np.where(is_fake == 1, "FAKE", "REAL")})
+    rng = np.random.default_rng(seed)
+    faces = pd.DataFrame({"video": np.repeat(videos, 8), "score": np.clip(np.repeat(scores, 8) + rng.normal(0, 0.1, 8 * n_videos), 0, 1)})
+    return predictions, faces
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_point_estimate():
+    predictions, faces = labelled_run()
+    first = scoring.evaluate(predictions, 0.5, faces, n_bootstrap=200, seed=7)
+    second = scoring.evaluate(predictions, 0.5, faces, n_bootstrap=200, seed=7)
+    other = scoring.evaluate(predictions, 0.5, faces, n_bootstrap=200, seed=8)
+    assert first["intervals"] == second["intervals"] and first["frame"]["intervals"] == second["frame"]["intervals"]
+    assert first["intervals"] != other["intervals"]
+    for name in scoring.METRIC_NAMES:
+        low, high = first["intervals"][name]
+        assert low <= first[name] <= high and low < high
+
+
+def test_frame_level_bootstrap_resamples_videos_not_frames():
+    predictions, faces = labelled_run()
+    # identical face scores within each video: resampling frames would shrink the interval, videos do not
+    flat = faces.assign(score=faces["video"].map(dict(zip(predictions["video"], predictions["score"]))))
+    metrics = scoring.evaluate(predictions, 0.5, flat, n_bootstrap=200, seed=0)
+    assert metrics["frame"]["n_faces"] == 8 * len(predictions)
+    assert metrics["frame"]["intervals"]["auc"] == pytest.approx(metrics["intervals"]["auc"])
+
+
+def test_breakdown_measures_each_method_against_all_real_videos():
+    predictions, faces = labelled_run()
+    groups = {(row["column"], row["value"]): row for row in scoring.evaluate(predictions, 0.5)["breakdown"]}
+    assert set(groups) == {("part", "dev"), ("method", "Deepfakes"), ("method", "FaceSwap"), ("method", "youtube")}
+    deepfakes = predictions[(predictions["method"] == "Deepfakes") | (predictions["label"] == "REAL")]
+    is_fake = (deepfakes["label"] == "FAKE").astype(int)
+    assert groups[("method", "Deepfakes")]["auc"] == pytest.approx(roc_auc_score(is_fake, deepfakes["score"]))
+    assert groups[("method", "Deepfakes")]["against"] == "all REAL videos"
+    assert math.isnan(groups[("method", "youtube")]["auc"]) and groups[("method", "youtube")]["against"] == "itself"
+
+
+def test_videos_scored_with_the_prior_are_counted_and_not_judged():
+    assert scoring.verdict(0.5, "no_face: none found", 0.5) == "not judged (no_face)"
+    assert scoring.verdict(0.5, "few_faces: 3 faces < min_faces 12; scored with the prior", 0.5) == "not judged (few_faces)"
+    assert scoring.verdict(0.5, "ok", 0.5) == "FAKE" and scoring.verdict(0.49, "ok", 0.5) == "REAL"
+    statuses = pd.DataFrame({"status": ["ok", "no_face: x", "few_faces: y", "unreadable: z"]})
+    assert scoring.status_counts(statuses)["n_prior"] == 3
+
+
 # --- outputs -----------------------------------------------------------------------------
 
 
@@ -199,19 +293,38 @@ def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predic
     assert written["predictions"] == run_cfg.predictions_csv and written["frame_scores"].is_file()
 
 
-def test_inference_plots_draw_from_predictions_and_face_scores(predictions, tmp_path):
+def test_roc_figure_draws_scikit_learns_curve_and_the_auc(predictions):
+    from sklearn.metrics import roc_curve
+
     from dfhelpers import plots
 
-    faces = pd.DataFrame({"video": "d.mp4", "frame": range(12), "track": 0, "score": np.linspace(0.6, 0.8, 12)})
+    labelled = predictions[predictions["label"].notna()]
+    figure = plots.video_roc(predictions)
+    curve = figure.axes[0].lines[1]
+    fpr, tpr, _ = roc_curve((labelled["label"] == "FAKE").astype(int), labelled["score"])
+    assert np.allclose(curve.get_xdata(), fpr) and np.allclose(curve.get_ydata(), tpr)
+    assert curve.get_label() == f"videos (AUC {scoring.evaluate(predictions)['auc']:.3f})"
+    single = plots.video_roc(predictions[predictions["label"] == "FAKE"])
+    assert len(single.axes[0].lines) == 1 and "AUC undefined" in single.axes[0].texts[0].get_text()
+
+
+def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predictions, tmp_path):
+    from dfhelpers import plots
+
+    confusion = plots.video_confusion(scoring.evaluate(predictions)["confusion"])
+    assert [text.get_text() for text in confusion.axes[0].texts] == ["1", "1", "0", "3"]
+    faces = pd.DataFrame({"video": "d.mp4", "frame": list(range(12)) * 2, "track": [0] * 12 + [1] * 12,
+                          "score": np.r_[np.linspace(0.6, 0.8, 12), np.full(12, 0.2)]})
     wrong = scoring.confidently_wrong(predictions, n=2).assign(track=0)
-    crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.ones((160, 160, 3), dtype=np.uint8))]}
-    figures = {"roc": plots.video_roc(predictions),
-               "confusion": plots.video_confusion(scoring.evaluate(predictions)["confusion"]),
-               "histogram": plots.video_score_histogram(predictions),
-               "timelines": plots.frame_score_timelines(wrong, faces, crops),
-               "single_class_roc": plots.video_roc(predictions[predictions["label"] == "FAKE"])}
-    saved = scoring.save_figures(figures, tmp_path / "figures")
-    assert [path.name for path in saved] == [f"{name}.png" for name in figures] and all(p.is_file() for p in saved)
+    crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.full((160, 160, 3), 255, np.uint8))]}
+    timelines = plots.frame_score_timelines(wrong, faces, crops)
+    track_lines = [line for line in timelines.axes[0].lines if line.get_label().startswith("track")]
+    assert [line.get_label() for line in track_lines] == ["track 0", "track 1"]
+    assert timelines.axes[1].images[0].get_array().shape == (160, 320, 3)  # two crops side by side
+    saved = scoring.save_figures({"timelines": timelines}, tmp_path / "figures")
+    import matplotlib.image
+
+    assert matplotlib.image.imread(saved[0]).shape[1] > 600
 
 
 # --- scoring real videos (MTCNN + a tiny model saved per the model contract) -------------
@@ -253,50 +366,3 @@ def save_tiny_model(path, crop_size=160):
     path.parent.mkdir(parents=True, exist_ok=True)
     keras.Model(crops, fake_probability).save(path)
     return path
-
-
-@pytest.fixture
-def scored_run(tmp_path):
-    test_dir = tmp_path / "test_videos"
-    test_dir.mkdir()
-    write_video(test_dir / "face.mp4")
-    write_video(test_dir / "blank.mp4", n_frames=6, with_face=False)
-    (test_dir / "broken.mp4").write_bytes(b"this is not a video")
-    (test_dir / "metadata.json").write_text(json.dumps({
-        "face.mp4": {"label": "FAKE", "original": "blank.mp4"}, "blank.mp4": {"label": "REAL"},
-        "broken.mp4": {"label": "REAL"}}))
-    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: test_videos\n")
-    cfg = config.load(tmp_path / "run.yaml")
-    save_tiny_model(cfg.model_path)
-    videos = metadata.list_videos(cfg.test_dir)
-    return cfg, videos, scoring.score_videos(cfg, videos, progress=False)
-
-
-def test_scoring_gives_every_video_a_row_and_broken_ones_a_status(scored_run):
-    cfg, videos, (predictions, faces) = scored_run
-    by_video = predictions.set_index("video")
-    assert by_video.loc["face.mp4", "status"] == "ok" and by_video.loc["face.mp4", "n_faces"] == 16
-    assert by_video.loc["blank.mp4", "status"].startswith("no_face") and by_video.loc["blank.mp4", "score"] == 0.5
-    assert by_video.loc["broken.mp4", "status"].startswith("unreadable: ")
-    assert set(faces["video"]) == {"face.mp4"} and faces["score"].between(0, 1).all()
-    assert by_video.loc["face.mp4", "score"] == pytest.approx(
-        original_video_score(faces["score"].to_numpy()))
-
-
-def test_a_rerun_with_the_same_model_does_not_rescore(scored_run):
-    cfg, videos, (predictions, faces) = scored_run
-    entries = sorted(scoring.score_cache_root(cfg).rglob("*.json"))
-    stamps = [entry.stat().st_mtime_ns for entry in entries]
-    again, again_faces = scoring.score_videos(cfg, videos, progress=False)
-    assert len(entries) == 3 and [entry.stat().st_mtime_ns for entry in entries] == stamps
-    pd.testing.assert_frame_equal(again, predictions)
-    pd.testing.assert_series_equal(again_faces["score"], faces["score"])
-
-
-def test_reports_and_timeline_crops_from_a_scored_run(scored_run):
-    cfg, videos, (predictions, faces) = scored_run
-    scoring.write_reports(predictions, faces, scoring.evaluate(predictions), cfg)
-    assert pd.read_csv(cfg.submission_csv)["filename"].tolist() == videos["video"].tolist()
-    assert set(json.loads(cfg.metrics_json.read_text())) >= {"auc", "log_loss", "accuracy", "n_videos", "n_no_face"}
-    crops = scoring.timeline_crops(faces, predictions[predictions["video"] == "face.mp4"], cfg.work_dir)
-    assert len(crops["face.mp4"]) == 6 and crops["face.mp4"][0][1].shape[:2] == (160, 160)

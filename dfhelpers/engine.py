@@ -1,0 +1,324 @@
+"""The inference engine: a video file -> sampled frames -> faces -> model -> face scores, cached per model."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dfhelpers import compat, files, metadata, scoring
+from dfhelpers.config import Config, FacesConfig, ScoreConfig
+from dfhelpers.errors import DfdetectError, ModelLoadError
+from dfhelpers.scoring import FACE_COLUMNS, predictions_from_faces
+
+CACHE_VERSION = 2  # bump when the cached per-video record changes shape (2: face boxes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredVideo:
+    """One video's face scores and how the face stage went (what the cache keeps)."""
+
+    video: str  # file name
+    path: str
+    status: str  # the face stage's: "ok", "no_face", "partial: ...", "unreadable: ...", "error: ..."
+    frames_read: int
+    faces: pd.DataFrame  # FACE_COLUMNS: one row per face, `score` = P(FAKE), `crop` path or ""
+    crops: np.ndarray  # (k, crop_size, crop_size, 3) uint8 as the model saw them; empty when cached
+    seconds: float
+
+
+class VideoScorer:
+    """The face detector and the model, loaded on first use, scoring one video at a time.
+
+    Frames are sampled, detected and cropped exactly as the face stage does for training
+    (dfhelpers.faces.extract_video), and each crop goes through the same JPEG round trip as
+    the training crops; all faces of a video then go through the model in one batched call.
+    """
+
+    def __init__(self, model_path: str | Path, faces_cfg: FacesConfig, score_cfg: ScoreConfig):
+        self.model_path = Path(model_path)
+        self.faces_cfg = faces_cfg
+        self.score_cfg = score_cfg
+        self._model: Any = None
+        self._detector: Any = None
+
+    def load(self) -> "VideoScorer":
+        """Load MTCNN, then the model (torch before TensorFlow: see compat.avoid_triton_after_tensorflow).
+
+        Raises:
+            ModelLoadError: the model file is missing or corrupt.
+        """
+        if self._model is not None and self._detector is not None:
+            return self
+        if not self.model_path.is_file():  # fail fast, before seconds of imports
+            raise ModelLoadError(f"{self.model_path}: model file not found; pass a .keras file saved by notebook 04")
+        compat.avoid_triton_after_tensorflow()
+        from dfhelpers import faces  # imported here: torch and TensorFlow take seconds to import
+
+        if self._detector is None:
+            import torch
+
+            # MTCNN's R/O-net stages are thousands of tiny ops: with 2 threads on a 2-core machine
+            # that is busy, OpenMP spin-waiting made detection 5x slower (measured: 12 s vs 2 s CPU)
+            torch.set_num_threads(max(1, self.faces_cfg.torch_threads))
+            self._detector = faces.FaceDetector(self.faces_cfg)
+        from dfhelpers import model
+
+        if self._model is None:
+            self._model = _check_input_size(model.load(self.model_path), self.model_path, self.faces_cfg.crop_size)
+            self._warm_up()
+        return self
+
+    @property
+    def model(self) -> Any:
+        """The loaded Keras model (loads detector and model on first use), e.g. for explanations."""
+        return self.load()._model
+
+    def _warm_up(self) -> None:
+        """Trace the model's predict function for any batch size now, not inside the first videos.
+
+        Keras traces predict_on_batch per input shape until it has seen two batch sizes, then
+        keeps one trace for all sizes; each trace of a MobileNet-sized model costs seconds.
+        """
+        size = self.faces_cfg.crop_size
+        for n_crops in (1, 2):
+            self._model.predict_on_batch(np.zeros((n_crops, size, size, 3), dtype=np.float32))
+
+    def score(self, path: str | Path) -> ScoredVideo:
+        """Face scores of one video; a broken file gets a status, never an exception."""
+        return self.finish(self.extract(path))
+
+    def extract(self, path: str | Path) -> ScoredVideo:
+        """Decode, detect and crop one video (thread-safe: score_paths runs several at once).
+
+        Returns a ScoredVideo whose `score` column is still empty; `finish` fills it.
+        """
+        from dfhelpers import faces
+
+        self.load()
+        started = time.perf_counter()
+        try:
+            video_faces = faces.extract_video(path, self.faces_cfg, self._detector)
+        except DfdetectError as err:
+            return _failed(Path(path), f"unreadable: {' '.join(str(err).split())}")
+        except Exception as err:  # noqa: BLE001 - one bad video must not stop the others; reported in its row
+            return _failed(Path(path), f"error: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
+        crops = np.stack([faces.jpeg_roundtrip(crop, self.faces_cfg.jpeg_quality) for crop in video_faces.crops]
+                         ) if video_faces.n_faces else video_faces.crops
+        table = video_faces.table().assign(score=np.nan, crop="")
+        return ScoredVideo(Path(path).name, str(path), video_faces.status, video_faces.frames_read,
+                           table[FACE_COLUMNS], crops, time.perf_counter() - started)
+
+    def finish(self, extracted: ScoredVideo) -> ScoredVideo:
+        """Run the model once on all the crops of an extracted video (in the calling thread)."""
+        if extracted.status.startswith("error") or len(extracted.crops) == 0:
+            return extracted
+        started = time.perf_counter()
+        try:
+            fake_probability = self.predict(extracted.crops)
+        except Exception as err:  # noqa: BLE001 - reported in the video's row, the others go on
+            return _failed(Path(extracted.path), f"error: model: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
+        return dataclasses.replace(extracted, faces=extracted.faces.assign(score=fake_probability),
+                                   seconds=round(extracted.seconds + time.perf_counter() - started, 3))
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """P(FAKE) per crop, (k,) float64; crops (k, size, size, 3) uint8, in batches of score.batch_size."""
+        if len(crops) == 0:
+            return np.zeros(0, dtype=np.float64)
+        batch_size = max(1, self.score_cfg.batch_size)
+        outputs = [self._model.predict_on_batch(crops[start:start + batch_size].astype(np.float32))
+                   for start in range(0, len(crops), batch_size)]
+        return np.concatenate([np.asarray(out).reshape(-1) for out in outputs]).astype(np.float64)
+
+
+class ScoreCache:
+    """Face scores per video on disk, keyed by model file hash and face settings: resume, never rescore.
+
+    Aggregation is not part of the key: changing score settings re-aggregates cached face
+    scores. A video file replaced under the same name (size or mtime changed) is rescored.
+    """
+
+    def __init__(self, cache_dir: Path, crops_dir: Optional[Path] = None, work_dir: Optional[Path] = None):
+        self.cache_dir = Path(cache_dir)
+        self.crops_dir = crops_dir
+        self.work_dir = work_dir
+
+    @classmethod
+    def for_model(cls, root: Path, model_path: Path, faces_cfg: FacesConfig, **kwargs: Any) -> "ScoreCache":
+        """The cache folder of one model file and face settings under `root`."""
+        return cls(Path(root) / f"{file_digest(model_path)[:16]}-{settings_digest(faces_cfg)[:8]}", **kwargs)
+
+    def load(self, path: str | Path) -> Optional[ScoredVideo]:
+        """The cached result for a video file, or None (absent, from another version, or corrupt)."""
+        entry = self._entry(path)
+        try:
+            record = json.loads(entry.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if record.get("version") != CACHE_VERSION:
+            return None
+        table = pd.DataFrame(record["faces"], columns=FACE_COLUMNS).fillna({"crop": ""})
+        return ScoredVideo(record["video"], str(path), record["status"], record["frames_read"],
+                           table, np.zeros((0, 0, 0, 3), dtype=np.uint8), record["seconds"])
+
+    def store(self, scored: ScoredVideo) -> ScoredVideo:
+        """Write the crops (when crops_dir is set) and then the record, each atomically."""
+        if scored.status.startswith("error"):
+            return scored  # unexpected failures are retried on the next run
+        scored = self._save_crops(scored) if self.crops_dir is not None else scored
+        record = {"version": CACHE_VERSION, "video": scored.video, "path": scored.path, "status": scored.status,
+                  "frames_read": scored.frames_read, "seconds": scored.seconds,
+                  "faces": json.loads(scored.faces.to_json(orient="records"))}
+        files.write_json(record, self._entry(scored.path))
+        return scored
+
+    def _entry(self, path: str | Path) -> Path:
+        path = Path(path).resolve()
+        stat = path.stat() if path.exists() else None
+        identity = f"{path}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}"
+        return self.cache_dir / f"{path.name}.{hashlib.sha1(identity.encode()).hexdigest()[:10]}.json"
+
+    def _save_crops(self, scored: ScoredVideo) -> ScoredVideo:
+        from dfhelpers import faces
+
+        folder = Path(self.crops_dir) / Path(scored.video).stem
+        crop_paths = []
+        for frame_index, face_index, crop in zip(scored.faces["frame"], scored.faces["face"], scored.crops):
+            # for display only (timeline plots): the model saw the in-memory crop
+            target = files.write_bytes(faces.encode_jpeg(crop, 95), folder / f"{frame_index:05d}_{face_index}.jpg")
+            crop_paths.append(target.relative_to(self.work_dir).as_posix() if self.work_dir else str(target))
+        return dataclasses.replace(scored, faces=scored.faces.assign(crop=crop_paths))
+
+
+def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[ScoreCache] = None,
+                progress: bool = True) -> Iterator[ScoredVideo]:
+    """Score videos in order (from the cache when it holds them), with a progress bar on stderr.
+
+    `score.threads` videos are decoded and detected at once in threads (PyAV, OpenCV and torch
+    release the GIL), while the model scores finished ones here. One bad video never stops
+    the run: it gets a status. Raises only ModelLoadError, before the first uncached video.
+    """
+    bar = tqdm(total=len(paths), unit="video", desc="scoring", disable=not progress, file=sys.stderr)
+    in_flight: collections.deque = collections.deque()
+    n_threads = max(1, scorer.score_cfg.threads)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for path in paths:
+            cached = cache.load(path) if cache is not None else None
+            in_flight.append(cached if cached is not None else pool.submit(scorer.load().extract, path))
+            while len(in_flight) > n_threads:
+                yield _finish(in_flight.popleft(), scorer, cache, bar)
+        while in_flight:
+            yield _finish(in_flight.popleft(), scorer, cache, bar)
+    bar.close()
+
+
+def score_videos(cfg: Config, videos: pd.DataFrame, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the videos of a table (video, path, label) with cfg.model_path: (predictions, faces).
+
+    Resumes: face scores are cached under reports/score_cache/<model hash>-<face settings>/,
+    so a re-run (or a run after an interruption) scores only the videos not done yet and
+    does not even load the model when every video is done.
+
+    Raises:
+        ModelLoadError: cfg.model_path is missing or corrupt (checked before any work).
+    """
+    if not Path(cfg.model_path).is_file():
+        raise ModelLoadError(f"{cfg.model_path}: model file not found; run notebooks/04_train.ipynb first")
+    crops_dir = cfg.test_faces_dir if cfg.score.save_crops else None
+    cache = ScoreCache.for_model(score_cache_root(cfg), cfg.model_path, cfg.faces, crops_dir=crops_dir,
+                                 work_dir=cfg.work_dir)
+    return score_table(videos, VideoScorer(cfg.model_path, cfg.faces, cfg.score), cache, progress)
+
+
+def score_table(videos: pd.DataFrame, scorer: VideoScorer, cache: Optional[ScoreCache] = None,
+                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions, faces) of a video table (video, path, label, metadata columns), via the cache."""
+    scored = list(score_paths(videos["path"].tolist(), scorer, cache, progress=progress))
+    tables = [s.faces.assign(video=name) for s, name in zip(scored, videos["video"]) if len(s.faces)]
+    faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FACE_COLUMNS)
+    statuses = {name: s.status for s, name in zip(scored, videos["video"])}
+    return predictions_from_faces(videos, faces, statuses, scorer.score_cfg), faces[FACE_COLUMNS]
+
+
+def evaluate_folders(cfg: Config, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Score and measure every labelled test folder of a config, each on its own (cross-dataset runs).
+
+    Returns {folder name: {"predictions", "faces", "metrics", "reports_dir"}}; each folder's report
+    files (scoring.write_evaluation) go to reports/ for the first (test_dir), reports/<name>/ after.
+    """
+    results = {}
+    for index, folder in enumerate(cfg.test_dirs):
+        videos = metadata.list_videos(folder)
+        predictions, faces = score_videos(cfg, videos, progress=progress)
+        metrics = scoring.evaluate(predictions, cfg.score.threshold, faces, n_bootstrap=cfg.score.bootstrap,
+                                   seed=cfg.score.bootstrap_seed, confidence=cfg.score.confidence)
+        name = _unique_name(Path(folder).name, results)
+        reports_dir = cfg.reports_dir if index == 0 else cfg.reports_dir / name
+        scoring.write_evaluation(predictions, faces, metrics, reports_dir)
+        results[name] = {"predictions": predictions, "faces": faces, "metrics": metrics, "reports_dir": reports_dir}
+    return results
+
+
+def score_cache_root(cfg: Config) -> Path:
+    """Where cached face scores live (one folder per model file and face settings)."""
+    return cfg.reports_dir / "score_cache"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (the model's identity for the cache)."""
+    return files.sha256(path)
+
+
+def settings_digest(faces_cfg: FacesConfig) -> str:
+    """SHA-256 of the face settings that change which crops a video gives (not the speed ones)."""
+    from dfhelpers.faces import OUTPUT_SETTINGS
+
+    settings = {name: getattr(faces_cfg, name) for name in OUTPUT_SETTINGS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
+
+
+
+# --- private helpers -------------------------------------------------------------------
+
+def _check_input_size(detector: Any, model_path: Path, crop_size: int) -> Any:
+    """The model, if it follows the model contract for crop_size crops; else a ModelLoadError."""
+    expected = tuple(detector.input_shape[1:])
+    if expected[:2] != (crop_size, crop_size) and expected[:2] != (None, None):
+        raise ModelLoadError(f"{model_path}: the model takes {expected[0]}x{expected[1]} crops but faces.crop_size is "
+                             f"{crop_size}; score with the config the model was trained with")
+    if tuple(detector.output_shape[1:]) != (1,):
+        raise ModelLoadError(f"{model_path}: the model outputs {detector.output_shape}, not (N, 1) P(FAKE); "
+                             "save a detector built by dfhelpers.model")
+    return detector
+def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoScorer,
+            cache: Optional[ScoreCache], bar: Any) -> ScoredVideo:
+    """A cached result as it is; an extraction run through the model and stored in the cache."""
+    if isinstance(pending, ScoredVideo):
+        scored = pending
+    else:
+        scored = scorer.finish(pending.result())
+        scored = cache.store(scored) if cache is not None else scored
+    bar.update(1)
+    bar.set_postfix_str(f"{scored.video}: {scored.status.split(':')[0]}")
+    return scored
+def _failed(path: Path, status: str) -> ScoredVideo:
+    return ScoredVideo(path.name, str(path), status, 0, pd.DataFrame(columns=FACE_COLUMNS),
+                       np.zeros((0, 0, 0, 3), dtype=np.uint8), 0.0)
+
+
+def _unique_name(name: str, taken: dict[str, Any]) -> str:
+    """`name`, or name-2, name-3 ... when two test folders share a name."""
+    candidate, suffix = name, 2
+    while candidate in taken:
+        candidate, suffix = f"{name}-{suffix}", suffix + 1
+    return candidate
