@@ -37,15 +37,25 @@ class SampleConfig:
     fps: int = 15
     seconds: float = 2.5  # 38 frames: more than the 32 the face stage samples per video
     face_height: tuple[float, float] = (0.45, 0.60)  # face box / frame height; at 240 p keeps faces >= 108 px
-    noise: tuple[float, float] = (2.0, 4.0)  # sensor-noise sigma range (grey levels): webcam grain that crf 20 keeps
-    crf: int = 20  # x264 quality, as DFDC's light compression: blend artefacts survive encoding
-    x264_preset: str = "veryfast"  # encoding speed; the same for a FAKE and its original
-    mask_softness: float = 0.10  # blend-mask edge sigma in eye distances: smaller = sharper seam
-    colour_mismatch: float = 0.08  # brightness offset of the pasted face (fraction of 255), +-half as tint
-    blur_mismatch: float = 1.5  # blur sigma (px per 40 px eye distance) of the pasted face: generator softness
+    noise: tuple[float, float] = (2.0, 4.0)  # sensor-noise sigma range (grey levels): webcam grain, added to REAL and FAKE alike
+    # compression, drawn per video whatever its label, so size and bitstream say nothing of it
+    crf: tuple[int, int] = (17, 27)  # x264 quality range: DFDC's light to FaceForensics++ c23-like compression
+    # encoder effort choices; slower presets than "faster" cost more time than the demo has
+    x264_presets: tuple[str, ...] = ("ultrafast", "superfast", "veryfast", "faster")
+    gop: tuple[int, int] = (8, 60)  # keyframe interval range in frames: 0.5-4 s at 15 fps
+    double_compression: float = 0.3  # share of videos encoded once, decoded and encoded again (re-uploads)
+    mask_softness: float = 0.10  # blend-mask edge sigma in eye distances (x0.5-2 per video): smaller = sharper seam
+    colour_mismatch: float = 0.06  # brightness step of a wrong colour transfer (fraction of 255), +-half as tint
+    resolution_mismatch: tuple[float, float] = (0.3, 0.7)  # down-sampling of the inserted face before upsampling
     warp: float = 0.05  # self-blend: max relative scale change and shift of the pasted copy (SBI's range)
-    blend_strength: float = 1.0  # scales colour_mismatch, blur_mismatch, warp: 0 leaves only the identity change
+    subtle_fraction: float = 0.2  # FAKEs whose artefacts are scaled to 15-35%: nearly invisible, as good fakes are
+    blend_strength: float = 1.0  # scales colour_mismatch, resolution_mismatch, warp; must be > 0 (0 would fake nothing)
     workers: int = 2  # processes rendering videos in parallel (each shot is seeded: same output); 1 = in-process
+
+    def __post_init__(self) -> None:
+        if self.blend_strength <= 0:
+            raise ConfigError(f"sample.blend_strength is {self.blend_strength}: FAKEs would equal their REAL videos; "
+                              "set it above 0 (0.3 gives subtle fakes)")
 
 
 @dataclasses.dataclass(frozen=True)

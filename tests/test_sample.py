@@ -19,7 +19,7 @@ import pytest
 
 from dfhelpers import config, sample
 from dfhelpers.config import SampleConfig
-from dfhelpers.errors import SampleSourceError
+from dfhelpers.errors import ConfigError, SampleSourceError
 
 # A quick sample: one REAL shot of six identities (photos and both clips), 1 s long, in-process.
 QUICK = SampleConfig(enabled=True, n_identities=6, n_test_identities=1, videos_per_identity=1, seconds=1.0, workers=1)
@@ -27,8 +27,9 @@ QUICK = SampleConfig(enabled=True, n_identities=6, n_test_identities=1, videos_p
 
 @pytest.fixture(scope="module")
 def default_sample(tmp_path_factory) -> Path:
-    """The default small sample (configs/sample.yaml's settings), generated once for this file."""
-    out_dir = tmp_path_factory.mktemp("default_sample")
+    """The default small sample (configs/sample.yaml's settings), generated once per session
+    (test_sample_shortcuts.py asks for the same folder; generate() leaves a complete one alone)."""
+    out_dir = tmp_path_factory.getbasetemp() / "default_sample"
     sample.generate(out_dir, SampleConfig(enabled=True))
     return out_dir
 
@@ -75,20 +76,53 @@ def test_test_identities_never_appear_in_the_train_parts(default_sample):
     persons = pd.read_csv(default_sample / "persons.csv")
     test_names = set(_metadata(default_sample)["test_videos"])
     assert set(persons["video"]) == {n for entries in _metadata(default_sample).values() for n in entries}
-    test_people = set(persons.loc[persons["video"].isin(test_names), "person"])
-    train_people = set(persons.loc[~persons["video"].isin(test_names), "person"])
+    test_people = set(persons.loc[persons["video"].isin(test_names), "identity"])
+    train_people = set(persons.loc[~persons["video"].isin(test_names), "identity"])
     assert len(test_people) == 3 and not test_people & train_people
     videos = sample.plan(SampleConfig(enabled=True))
     train_donors = {d for donors in videos.loc[videos["folder"] != "test", "donors"] for d in donors.split(",") if d}
     assert train_donors <= train_people  # a swapped-in face is a train identity too
 
 
-def test_default_sample_has_ten_identities_and_two_fake_kinds_per_real(default_sample):
+def test_default_sample_has_eleven_identities_in_seven_groups_and_two_fake_kinds_per_real():
     videos = sample.plan(SampleConfig(enabled=True))
-    assert videos["person"].nunique() >= 10
+    assert videos["person"].nunique() == 11 and videos["group"].nunique() == 7
+    assert (videos["label"] == "REAL").sum() == 33
     assert (videos["label"] == "FAKE").sum() == 2 * (videos["label"] == "REAL").sum()
     for folder in ("part_0", "part_1", "test"):
         assert {"face_swap", "self_blend"} <= set(videos.loc[videos["folder"] == folder, "method"])
+
+
+def test_persons_csv_names_the_split_group_so_one_group_photo_is_one_person(default_sample):
+    persons = pd.read_csv(default_sample / "persons.csv")
+    group_photo = persons.loc[persons["identity"].str.startswith("group_"), "person"]
+    assert len(group_photo) == 45 and set(group_photo) == {"group_photo"}
+    solo = persons[~persons["identity"].str.startswith("group_")]
+    assert (solo["person"] == solo["identity"]).all()
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_no_picture_lands_on_both_sides_of_the_split_whatever_the_seed(seed):
+    videos = sample.plan(dataclasses.replace(SampleConfig(enabled=True), seed=seed))
+    side_of_picture: dict[str, set[bool]] = {}
+    for row in videos.itertuples():
+        picture = sample.IDENTITIES[[i.name for i in sample.IDENTITIES].index(row.person)].sources[row.source].picture
+        side_of_picture.setdefault(picture, set()).add(row.folder == "test")
+    assert all(len(sides) == 1 for sides in side_of_picture.values())
+    assert videos.groupby("group")["folder"].apply(lambda folders: folders.eq("test").nunique()).eq(1).all()
+
+
+def test_crops_of_one_photograph_share_a_split_group():
+    groups = sample.split_groups([sample.sources.identity("joe_biden"),
+                                  sample.Identity("obama_crop", (dataclasses.replace(
+                                      sample.sources.identity("joe_biden").sources[0], member="obama3.jpg"),), "x")])
+    assert groups["joe_biden"] == groups["obama_crop"] == "joe_biden+obama_crop"
+
+
+def test_zero_blend_strength_is_refused_with_a_one_line_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="blend_strength") as error:
+        _quick_config(tmp_path, blend_strength=0.0)
+    assert "\n" not in str(error.value)
 
 
 def test_mtcnn_finds_a_face_in_nearly_every_sampled_frame_of_every_video(default_sample):
@@ -112,12 +146,15 @@ def test_mtcnn_finds_a_face_in_nearly_every_sampled_frame_of_every_video(default
     assert min(rates.values()) >= 0.9, {name: rate for name, rate in rates.items() if rate < 0.9}
 
 
-def test_fake_shares_size_rate_length_and_encoder_with_its_original(default_sample):
-    entries = _metadata(default_sample)["dfdc_train_part_0"]
-    for name, entry in list(entries.items())[:6]:
-        if entry["label"] == "FAKE":
-            fake, real = (_stream_facts(default_sample / "dfdc_train_part_0" / n) for n in (name, entry["original"]))
-            assert fake == real
+def test_every_fake_shares_size_rate_length_and_pixel_format_with_its_original(default_sample):
+    n_pairs = 0
+    for folder, entries in _metadata(default_sample).items():
+        for name, entry in entries.items():
+            if entry["label"] == "FAKE":
+                fake, real = (_stream_facts(default_sample / folder / n) for n in (name, entry["original"]))
+                assert fake == real, name
+                n_pairs += 1
+    assert n_pairs == 66
 
 
 def _stream_facts(path: Path) -> tuple:
@@ -126,7 +163,7 @@ def _stream_facts(path: Path) -> tuple:
         n_frames = sum(1 for _ in container.decode(video=0))
         context = stream.codec_context
         return (context.name, context.width, context.height, str(context.pix_fmt), stream.average_rate,
-                n_frames, context.profile, context.color_range, context.colorspace)
+                n_frames, context.color_range, context.colorspace)
 
 
 @pytest.mark.parametrize("person", ["group_b", "pexels_woman", "barack_obama"])
