@@ -118,6 +118,8 @@ class _QuietLoader(importlib.abc.Loader):
         avoid_triton_after_tensorflow()
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
+        if name == "_loader":  # not set yet (a copy): avoid recursing
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
 
