@@ -121,6 +121,7 @@ def _ffmpeg_reason(error: Exception) -> str:
 
 def _scan(path: Path) -> _Scan:
     """Open with PyAV and demux every packet once: frame count and presentation order."""
+    _check_not_special(path)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as err:
@@ -190,7 +191,19 @@ def _to_rgb(frame: "av.VideoFrame") -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
+def _check_not_special(path: Path) -> None:
+    """A FIFO, socket or device named like a video would block the decoder forever: refuse it."""
+    if _is_special(path):
+        raise _read_error(path, "cannot open: not a regular file (a FIFO, socket or device)")
+
+
+def _is_special(path: Path) -> bool:
+    return path.exists() and not path.is_file() and not path.is_dir()  # a folder fails to open by itself
+
+
 def _opencv_can_open(path: Path) -> bool:
+    if _is_special(path):
+        return False
     capture = cv2.VideoCapture(str(path))
     try:
         return capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 0

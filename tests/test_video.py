@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -131,3 +134,13 @@ def test_a_container_without_any_frame_raises(tmp_path):
         container.start_encoding()  # header and index, no frame
     with pytest.raises(VideoReadError, match="zero_frames.mp4"):
         video.probe(path)
+
+
+def test_a_fifo_named_like_a_video_is_refused_not_waited_on(tmp_path):
+    # Opening a FIFO blocks until a writer appears; run in a child so a regression fails, not hangs.
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    code = ("import sys; from dfhelpers import video\n"
+            "try:\n    video.probe(sys.argv[1])\nexcept Exception as err:\n    print(type(err).__name__, err)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("VideoReadError") and "not a regular file" in done.stdout
