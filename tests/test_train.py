@@ -105,7 +105,7 @@ def test_a_changed_split_makes_the_model_stale(run_dir):
     assert not train.is_trained(cfg)
 
 
-def test_a_finished_model_is_not_replaced_by_other_settings(run_dir):
+def test_a_finished_model_is_not_replaced_by_a_model_of_another_kind(run_dir):
     first = _config(run_dir, epochs=1)
     train.fit(first, progress=False)
     saved = first.model_path.read_bytes()
@@ -115,6 +115,13 @@ def test_a_finished_model_is_not_replaced_by_other_settings(run_dir):
     other = _config(run_dir, epochs=1, cnn_filters=[4, 4], model_name="narrow")
     train.fit(other, progress=False)
     assert train.is_trained(other) and train.is_trained(first)
+
+
+def test_other_fitting_settings_retrain_the_model_under_its_name(run_dir):
+    train.fit(_config(run_dir, epochs=1), progress=False)
+    longer = _config(run_dir, epochs=2)
+    train.fit(longer, progress=False)
+    assert train.is_trained(longer) and train.read_history(longer)["epoch"].tolist() == [1, 2]
 
 
 def test_evaluate_writes_frame_level_test_metrics(run_dir):
