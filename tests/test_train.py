@@ -189,3 +189,11 @@ def test_class_weights_only_when_the_split_is_unbalanced():
 def test_frame_metrics_of_a_perfect_ranking():
     metrics = train.frame_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.9]))
     assert metrics["test_auc"] == 1.0 and metrics["test_accuracy"] == 1.0
+
+
+def test_the_temperature_is_fitted_on_given_val_fakes_when_there_are_any():
+    given = pd.DataFrame({"path": ["a", "b"], "label_index": [0, 1]})
+    pseudo = pd.DataFrame({"path": ["a", "a"], "label_index": [0, 1], "is_blend": [False, True]})
+    assert train.calibration_examples(given, pseudo) is given
+    real_only = given.iloc[:1]
+    assert train.calibration_examples(real_only, pseudo) is pseudo
