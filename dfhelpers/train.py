@@ -23,6 +23,11 @@ from dfhelpers.errors import ConfigError, SplitError, StageOutputMissing
 # Written by keras.callbacks.BackupAndRestore into cfg.checkpoint_dir: the last finished epoch.
 BACKUP_STATE = "training_metadata.json"
 RUN_STATE = "run.json"  # ours, beside it: which config and data the backup belongs to
+# train keys that make a different model, not a retrained one: a finished model is never replaced
+# by one that differs in these without a new train.model_name (issue 14: a backbone override
+# silently deleted the demo's model)
+REPLACED_ONLY_BY_NAME = ("backbone", "weights", "head", "front_end", "image_size", "cnn_filters", "dense_units",
+                         "fakes")
 
 
 def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
         callbacks=[*_callbacks(cfg, prior_history, len(train_crops), progress), *callbacks],
         verbose=0,
     )
-    calibration = calibrate(cfg, val_crops)
+    calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
     card["calibration"] = calibration
     files.write_json(card, cfg.model_card)
@@ -122,6 +127,18 @@ def calibrate(cfg: Config, val_examples: pd.DataFrame) -> dict[str, Any]:
     return {"method": cfg.train.calibration if is_fitted else "none", "temperature": round(value, 4),
             "val_log_loss_before": round(before, 4), "val_log_loss_after": round(_log_loss(labels, logit, value), 4),
             "n_val_examples": len(labels)}
+
+
+def calibration_examples(val_crops: pd.DataFrame, val_examples: pd.DataFrame) -> pd.DataFrame:
+    """What the temperature is fitted on: the given val crops when they hold both classes.
+
+    Pseudo-fakes are easier or harder than real ones in ways nobody controls; a temperature
+    fitted on them left self-blend models over-confident on real FAKE videos (dev set: video
+    log loss 0.85). Without given FAKE crops in val, the val examples are all there is.
+    """
+    if val_crops["label_index"].nunique() == 2:
+        return val_crops
+    return val_examples
 
 
 def fit_temperature(labels: np.ndarray, logit: np.ndarray, min_temperature: float = 1.0) -> float:
@@ -280,19 +297,21 @@ def _fit_splits(crops: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.Data
 
 
 def _refuse_to_replace(cfg: Config) -> None:
-    """A finished model trained with other train settings is kept: the user names the new one."""
+    """A finished model of another kind (REPLACED_ONLY_BY_NAME) is kept: the user names the new one.
+
+    Other changes (epochs, learning rate, augmentation) retrain it under its name, as before.
+    A key the old card lacks (added by a later version) counts as unchanged.
+    """
     if not (cfg.model_card.is_file() and cfg.model_path.is_file()):
         return
-    previous = json.loads(cfg.model_card.read_text()).get("fingerprint", {})
-    current = json.loads(json.dumps(fingerprint(cfg)))
-    if previous == current:
-        return
-    old_train, new_train = previous.get("train", {}), current["train"]
-    changed = [f"{key}: {old_train.get(key)!r} -> {value!r}" for key, value in new_train.items()
-               if old_train.get(key) != value] or [f"crop_size: {previous.get('crop_size')} -> {current['crop_size']}"]
-    raise ConfigError(f"{cfg.model_path}: trained with other train settings ({'; '.join(changed[:3])}); "
-                      f"set train.model_name to a new name (run_all.py -p train.model_name NAME) to keep both, "
-                      f"or delete {cfg.model_card.name} to replace it")
+    old_train = json.loads(cfg.model_card.read_text()).get("fingerprint", {}).get("train", {})
+    new_train = json.loads(json.dumps(fingerprint(cfg)))["train"]
+    changed = [f"{key}: {old_train[key]!r} -> {new_train[key]!r}" for key in REPLACED_ONLY_BY_NAME
+               if key in old_train and old_train[key] != new_train[key]]
+    if changed:
+        raise ConfigError(f"{cfg.model_path}: a model of another kind ({'; '.join(changed)}); set train.model_name "
+                          f"to a new name (run_all.py -p train.model_name NAME) to keep both, or delete "
+                          f"{cfg.model_card.name} to replace it")
 
 
 def _prepare_resume(cfg: Config, split_sha256: str) -> int:

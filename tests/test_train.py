@@ -105,7 +105,7 @@ def test_a_changed_split_makes_the_model_stale(run_dir):
     assert not train.is_trained(cfg)
 
 
-def test_a_finished_model_is_not_replaced_by_other_settings(run_dir):
+def test_a_finished_model_is_not_replaced_by_a_model_of_another_kind(run_dir):
     first = _config(run_dir, epochs=1)
     train.fit(first, progress=False)
     saved = first.model_path.read_bytes()
@@ -115,6 +115,13 @@ def test_a_finished_model_is_not_replaced_by_other_settings(run_dir):
     other = _config(run_dir, epochs=1, cnn_filters=[4, 4], model_name="narrow")
     train.fit(other, progress=False)
     assert train.is_trained(other) and train.is_trained(first)
+
+
+def test_other_fitting_settings_retrain_the_model_under_its_name(run_dir):
+    train.fit(_config(run_dir, epochs=1), progress=False)
+    longer = _config(run_dir, epochs=2)
+    train.fit(longer, progress=False)
+    assert train.is_trained(longer) and train.read_history(longer)["epoch"].tolist() == [1, 2]
 
 
 def test_evaluate_writes_frame_level_test_metrics(run_dir):
@@ -182,3 +189,11 @@ def test_class_weights_only_when_the_split_is_unbalanced():
 def test_frame_metrics_of_a_perfect_ranking():
     metrics = train.frame_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.9]))
     assert metrics["test_auc"] == 1.0 and metrics["test_accuracy"] == 1.0
+
+
+def test_the_temperature_is_fitted_on_given_val_fakes_when_there_are_any():
+    given = pd.DataFrame({"path": ["a", "b"], "label_index": [0, 1]})
+    pseudo = pd.DataFrame({"path": ["a", "a"], "label_index": [0, 1], "is_blend": [False, True]})
+    assert train.calibration_examples(given, pseudo) is given
+    real_only = given.iloc[:1]
+    assert train.calibration_examples(real_only, pseudo) is pseudo
