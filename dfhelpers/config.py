@@ -46,7 +46,7 @@ class SampleConfig:
     double_compression: float = 0.3  # share of videos encoded once, decoded and encoded again (re-uploads)
     mask_softness: float = 0.10  # blend-mask edge sigma in eye distances (x0.5-2 per video): smaller = sharper seam
     colour_mismatch: float = 0.06  # brightness step of a wrong colour transfer (fraction of 255), +-half as tint
-    resolution_mismatch: tuple[float, float] = (0.3, 0.7)  # down-sampling of the inserted face before upsampling
+    resolution_mismatch: tuple[float, float] = (0.4, 0.8)  # down-sampling of the inserted face before upsampling
     warp: float = 0.05  # self-blend: max relative scale change and shift of the pasted copy (SBI's range)
     subtle_fraction: float = 0.2  # FAKEs whose artefacts are scaled to 15-35%: nearly invisible, as good fakes are
     blend_strength: float = 1.0  # scales colour_mismatch, resolution_mismatch, warp; must be > 0 (0 would fake nothing)

@@ -70,6 +70,7 @@ class _RealShot:
     luts: np.ndarray  # (T, 1, 256, 3) uint8 lighting per frame
     noise: tuple[np.ndarray, np.ndarray]  # sensor noise fields (P, H + 8, W + 8, 3): positive and negative parts, uint8
     noise_picks: np.ndarray  # (T, 3): field, dy, dx per frame
+    noise_energy: float  # the noise's high-pass energy on grey levels: every frame gets it on top
     landmarks: np.ndarray  # (T, K, 5, 2) float32 in output pixels
     spec: FrameSpec
 
@@ -90,7 +91,8 @@ def _real_shot(library: FaceLibrary, member: Identity, source_index: int, seed: 
     output_landmarks = _transform_landmarks(landmarks, affines, is_flipped)
     frames, affines = _prescale(frames, affines, source.kind == "photo")
     noise, picks = _noise_fields(rng, spec)
-    return _RealShot(frames, affines, _lighting_luts(rng, spec), noise, picks, output_landmarks, spec)
+    noise_energy = _highpass_energy(_grey(noise[0][0]) - _grey(noise[1][0]), np.ones(noise[0].shape[1:3], bool))
+    return _RealShot(frames, affines, _lighting_luts(rng, spec), noise, picks, noise_energy, output_landmarks, spec)
 
 
 def _clean_frame(shot: _RealShot, index: int) -> np.ndarray:
@@ -224,14 +226,14 @@ class _FaceBlend:
     resample: float  # < 1: the face was rendered this much smaller and upsampled; > 1: sharpened by this much - 1
     colour: tuple[str, float, np.ndarray]  # transfer ("match" or "raw"), share of it applied, offset (3,) levels
     warp: tuple[float, np.ndarray]  # self-blend: scale and shift (2,) in eye distances of the pasted copy
-    grain: float  # the blended face's high-pass energy as a share of the face it replaces (x264 takes
-    # more of the fresh grain than of a photo's texture: > 1 leaves them even after encoding)
+    grain: float  # the finished face's high-pass energy as a share of the face it replaces
     seed: int  # per-frame draws (mask wobble, re-grain) come from (seed, frame index)
 
 
 @dataclasses.dataclass(frozen=True)
 class _FakeSetup:
     faces: list[_FaceBlend]  # one per face in the REAL video
+    noise_energy: float  # the shot's sensor noise, added after blending: part of the grain to match
 
 
 def _fake_setup(library: FaceLibrary, real: _RealShot, row, sample_cfg: SampleConfig) -> _FakeSetup:
@@ -246,7 +248,7 @@ def _fake_setup(library: FaceLibrary, real: _RealShot, row, sample_cfg: SampleCo
             candidates = [name for name in donors if name != members.get(face)] or donors
             donor = _donor_track(library, identity(candidates[face % len(candidates)]), real, face, rng)
         faces.append(_face_blend(rng, donor, strength, sample_cfg))
-    return _FakeSetup(faces)
+    return _FakeSetup(faces, real.noise_energy)
 
 
 def _video_strength(rng: np.random.Generator, sample_cfg: SampleConfig) -> float:
@@ -299,7 +301,7 @@ def _face_blend(rng: np.random.Generator, donor: Optional[tuple[list[np.ndarray]
                       opacity=float(rng.uniform(0.85, 1.0) if is_swap else rng.uniform(0.6, 1.0)),
                       resample=float(resample), colour=("match" if is_swap else "raw", share, offset.astype(np.float32)),
                       warp=(float(1 + warp * rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)), warp * rng.uniform(-1, 1, 2)),
-                      grain=float(rng.uniform(0.95, 1.2)), seed=int(rng.integers(2**31)))
+                      grain=float(rng.uniform(0.9, 1.15)), seed=int(rng.integers(2**31)))
 
 
 def _fake_frame(fake: _FakeSetup, clean: np.ndarray, landmarks: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,10 +317,10 @@ def _fake_frame(fake: _FakeSetup, clean: np.ndarray, landmarks: np.ndarray, inde
         rows, cols = roi
         shape = _hull_mask(hull, blend.softness * _eye_distance(points), roi)
         weight = shape * blend.opacity
-        pasted = _pasted_face(blend, clean, points, roi, index)
+        pasted, detail = _pasted_face(blend, clean, points, roi, index)
         kept = frame[rows, cols]
         mixed = pasted * weight[..., None] + kept * (1 - weight[..., None])
-        mixed = _match_grain(mixed, clean[rows, cols], shape, blend.grain, rng)
+        mixed = _match_grain(mixed, clean[rows, cols], shape, detail, (blend.grain, fake.noise_energy), rng)
         mixed = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
         frame[rows, cols] = np.where(weight[..., None] > 0, mixed, kept)
         weight_map[rows, cols] = np.maximum(weight_map[rows, cols], weight)
@@ -374,8 +376,9 @@ def _hull_mask(hull: np.ndarray, sigma: float, roi: tuple[slice, slice]) -> np.n
 
 
 def _pasted_face(blend: _FaceBlend, clean: np.ndarray, points: np.ndarray, roi: tuple[slice, slice],
-                 index: int) -> np.ndarray:
-    """The face to paste over the ROI (float32 RGB): the donor aligned on the landmarks, or a warped copy."""
+                 index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The face to paste over the ROI (float32 RGB): the donor aligned on the landmarks, or a
+    warped copy; and its fine detail (high-pass residual) before resampling."""
     rows, cols = roi
     if blend.donor is not None:
         image, affine = blend.donor[0][index], _similarity(blend.donor[1][index], points)
@@ -387,11 +390,13 @@ def _pasted_face(blend: _FaceBlend, clean: np.ndarray, points: np.ndarray, roi: 
     affine = affine - np.array([[0, 0, cols.start], [0, 0, rows.start]])
     size = (cols.stop - cols.start, rows.stop - rows.start)
     pasted = cv2.warpAffine(image, affine, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    pasted = _resample(pasted.astype(np.float32), blend.resample)
+    pasted = pasted.astype(np.float32)
+    detail = pasted - cv2.GaussianBlur(pasted, (0, 0), 1.0)
+    pasted = _resample(pasted, blend.resample)
     transfer, share, offset = blend.colour
     if transfer == "match":
         pasted = pasted + share * (_match_colours(pasted, clean[rows, cols]) - pasted)
-    return pasted + offset
+    return pasted + offset, detail
 
 
 def _resample(face: np.ndarray, resample: float) -> np.ndarray:
@@ -418,17 +423,29 @@ def _match_colours(pasted: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (pasted - pasted_mean.astype(np.float32)) * ratio + target_mean.astype(np.float32)
 
 
-def _match_grain(blended: np.ndarray, target: np.ndarray, shape: np.ndarray, share: float,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Give the blended face `share` x the high-pass energy of the face it replaced: fresh grain
-    where it came out smoother (an upsampled face, a partial blend), a damped residual where it
-    came out sharper. Changes nothing where `shape` (the mask before opacity) is 0. Energies are
-    measured on grey levels (3x cheaper); the grain is the same in every channel, like luma noise."""
+def _match_grain(blended: np.ndarray, target: np.ndarray, shape: np.ndarray, detail: np.ndarray,
+                 grain: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """Once the shot's sensor noise is added, give the blended face `share` x the high-pass energy
+    of the face it replaced. Where it came out smoother (an upsampled face, a partial blend) part
+    of the pasted face's own fine detail comes back (as a generator's sharpening would), the rest
+    as fine grain; where it came out sharper, its residual is damped. Changes nothing where
+    `shape` (the mask before opacity) is 0. Energies are measured on grey levels (3x cheaper).
+
+    Args:
+        detail: the pasted face's high-pass residual before resampling (ROI, RGB float32).
+        grain: (share, high-pass energy of the sensor noise added after blending).
+    """
+    share, noise_energy = grain
     core = shape >= 0.5
     if int(core.sum()) < 16:
         return blended
-    wanted = share * _highpass_energy(_grey(target), core)
+    wanted = share * (_highpass_energy(_grey(target), core) + noise_energy) - noise_energy
     present = _highpass_energy(_grey(blended), core)
+    if present < wanted:  # at most 70% of the lost detail: the resampled look stays
+        detail_energy = max(_highpass_energy(_grey(detail), core), 1e-6)
+        amount = min(0.7, float(np.sqrt((wanted - present) / detail_energy)))
+        blended = blended + amount * detail * shape[..., None]
+        present = _highpass_energy(_grey(blended), core)
     for _ in range(3):  # damping a residual also changes the next one: converge in a few steps
         if present <= wanted:
             break
@@ -437,10 +454,10 @@ def _match_grain(blended: np.ndarray, target: np.ndarray, shape: np.ndarray, sha
         present = _highpass_energy(_grey(blended), core)
     if present >= wanted:
         return blended
-    # slightly correlated, like a camera's demosaiced grain: white noise would be the first thing x264 drops
-    grain = cv2.GaussianBlur(rng.standard_normal(shape.shape).astype(np.float32), (0, 0), 0.8) * shape
-    unit = _highpass_energy(grain, core)
-    return blended + (np.sqrt((wanted - present) / max(unit, 1e-6)) * grain)[..., None]
+    # fine and a little correlated, like a camera's demosaiced grain (x264 drops white noise first)
+    fine = cv2.GaussianBlur(rng.standard_normal(shape.shape).astype(np.float32), (0, 0), 0.5) * shape
+    unit = _highpass_energy(fine, core)
+    return blended + (np.sqrt((wanted - present) / max(unit, 1e-6)) * fine)[..., None]
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
