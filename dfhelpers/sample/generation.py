@@ -6,7 +6,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
-import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ import cv2
 import pandas as pd
 from tqdm.auto import tqdm
 
+from dfhelpers import workers
 from dfhelpers.config import Config, SampleConfig
 from dfhelpers.files import write_csv, write_json
 from dfhelpers.sample.encoding import EncoderSettings, mp4_writer
@@ -110,10 +110,8 @@ def _run_jobs(jobs: list[tuple[pd.DataFrame, list[Path]]], sample_cfg: SampleCon
         for shot, paths in jobs:
             yield _write_shot(shot, paths, sample_cfg, library)
         return
-    # spawn, not fork: forking a process that has loaded torch or OpenCV's thread pool can hang
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(min(sample_cfg.workers, len(jobs)), mp_context=context,
-                                                initializer=_init_worker, initargs=(str(sources_dir()),)) as pool:
+    # workers.process_pool: spawned workers that exit when this process (e.g. a killed kernel) dies
+    with workers.process_pool(min(sample_cfg.workers, len(jobs)), _init_worker, (str(sources_dir()),)) as pool:
         futures = [pool.submit(_write_shot, shot, paths, sample_cfg) for shot, paths in jobs]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
