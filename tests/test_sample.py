@@ -27,7 +27,7 @@ QUICK = SampleConfig(enabled=True, n_identities=6, n_test_identities=1, videos_p
 
 @pytest.fixture(scope="module")
 def default_sample(tmp_path_factory) -> Path:
-    """The default small sample (configs/sample.yaml's settings), generated once per session
+    """The default small sample (configs/sample.yaml holds out 2 identities, not 3), generated once per session
     (test_sample_shortcuts.py asks for the same folder; generate() leaves a complete one alone)."""
     out_dir = tmp_path_factory.getbasetemp() / "default_sample"
     sample.generate(out_dir, SampleConfig(enabled=True))
