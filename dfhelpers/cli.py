@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -58,29 +59,43 @@ def predict(inputs: list[str], model_path: Path, config_path: Optional[str] = No
         ConfigError: the config file is malformed. ModelLoadError: the model is missing or corrupt.
     """
     from dfhelpers import engine, scoring
+    from dfhelpers.errors import ModelLoadError
 
     faces_cfg, score_cfg = _settings(config_path)
     paths, bad_inputs = expand_inputs(inputs)
-    with _native_stderr_captured():
-        scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg).load()  # fail fast, before any video
+    scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg)
+    if paths:  # MTCNN now, the model in the background while the first videos are decoded and detected
+        scorer.start_loading(guard=_native_stderr_captured)
+    elif not model_path.is_file():
+        raise ModelLoadError(f"{model_path}: model file not found; pass a .keras file saved by notebook 04")
     width = max([len(Path(p).name) for p in paths] + [len(i) for i, _ in bad_inputs] + [5])
-    as_table = not as_json and frames_to != "-"
-    if as_table:
-        print(f"{'VIDEO':<{width}}  {'SCORE':>5}  {'VERDICT':<19}  {'FACES':>5}  STATUS", flush=True)
-    n_failed = 0
-    for input_name, reason in bad_inputs:
-        _emit({"video": input_name, "path": input_name, "status": reason, "score": None, "verdict": None,
-               "n_faces": 0, "faces_used": 0}, as_json, width, shown=frames_to != "-")
-        n_failed += 1
+    shown = frames_to != "-"
+    # printed with the first result, so that a model that fails to load leaves stdout empty
+    preamble = functools.partial(_print_preamble, bad_inputs, as_json, width, shown)
+    n_failed, is_started = len(bad_inputs), False
     with _frames_output(frames_to) as frames_file:
         for scored in engine.score_paths(paths, scorer, progress=progress):
+            if not is_started:
+                preamble()
+                is_started = True
             row = _result_row(scored, score_cfg)
             n_failed += scoring.is_failed(row["status"])
-            _emit(row, as_json, width, shown=frames_to != "-")
+            _emit(row, as_json, width, shown=shown)
             _write_frames(scored, frames_file)
             if explain_dir is not None and row["track"] is not None and len(scored.crops):
                 _explain(scored, row, scorer, Path(explain_dir))
+    if not is_started:
+        preamble()
     return EXIT_SOME_FAILED if n_failed else EXIT_OK
+
+
+def _print_preamble(bad_inputs: list[tuple[str, str]], as_json: bool, width: int, shown: bool) -> None:
+    """The table's header (unless JSON or per-face lines are printed) and a row per bad input."""
+    if shown and not as_json:
+        print(f"{'VIDEO':<{width}}  {'SCORE':>5}  {'VERDICT':<19}  {'FACES':>5}  STATUS", flush=True)
+    for input_name, reason in bad_inputs:
+        _emit({"video": input_name, "path": input_name, "status": reason, "score": None, "verdict": None,
+               "n_faces": 0, "faces_used": 0}, as_json, width, shown=shown)
 
 
 def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optional[str] = None,
