@@ -99,3 +99,12 @@ def test_a_corrupt_model_fails_when_its_scores_are_needed_not_silently(tmp_path)
     scorer = engine.VideoScorer(corrupt, config.FacesConfig(), config.ScoreConfig()).start_loading()
     with pytest.raises(ModelLoadError, match="corrupt.keras"):
         list(engine.score_paths([tmp_path / "face.mp4"], scorer, progress=False))
+
+
+def test_scorer_predictions_equal_keras_predict_for_any_batch_size(tmp_path):
+    scorer = engine.VideoScorer(save_tiny_model(tmp_path / "tiny.keras"), config.FacesConfig(),
+                                config.ScoreConfig(batch_size=64)).load()
+    crops = np.random.default_rng(0).integers(0, 256, (70, 160, 160, 3), dtype=np.uint8)
+    for n_crops in (1, 7, 70):  # 70: two batches of 64 and 6
+        expected = np.asarray(scorer.model.predict_on_batch(crops[:n_crops].astype(np.float32))).reshape(-1)
+        np.testing.assert_allclose(scorer.predict(crops[:n_crops]), expected, rtol=1e-5)
