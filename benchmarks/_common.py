@@ -17,7 +17,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 def add_video_arguments(parser: Any) -> None:
     """--recursive, --limit, --min-height and --out, the same in every benchmark."""
     parser.add_argument("--recursive", action="store_true", help="look for videos in sub-folders too")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N videos (by path)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="only N videos, spread evenly over the list sorted by path (first and last included)")
     parser.add_argument("--min-height", type=int, default=0, metavar="PX",
                         help="only videos at least this many pixels high (e.g. 720 for the 720p/1080p ones)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json",
@@ -25,7 +26,8 @@ def add_video_arguments(parser: Any) -> None:
 
 
 def find_videos(folder: Path, recursive: bool = False, limit: int | None = None, min_height: int = 0) -> list[Path]:
-    """Video files of a folder sorted by path, those at least min_height pixels high, the first `limit`."""
+    """Video files of a folder sorted by path, those at least min_height pixels high; `limit` of them
+    spread evenly over that list (a folder sorted by name often groups one kind of video)."""
     found = folder.rglob("*") if recursive else folder.iterdir()
     paths = sorted(p for p in found if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if min_height:
@@ -35,7 +37,9 @@ def find_videos(folder: Path, recursive: bool = False, limit: int | None = None,
     if not paths:
         sys.exit(f"{folder}: no {'/'.join(VIDEO_SUFFIXES)} files{' of ' + str(min_height) + ' px or more' if min_height else ''}"
                  f"{'' if recursive else ' (not recursive: pass --recursive for sub-folders)'}")
-    return paths[:limit]
+    if limit is None or limit >= len(paths):
+        return paths
+    return [paths[round(i * (len(paths) - 1) / max(1, limit - 1))] for i in range(limit)] if limit > 1 else paths[:1]
 
 
 def machine() -> dict[str, Any]:
