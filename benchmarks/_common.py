@@ -111,7 +111,7 @@ def mean(values: Iterable[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def measure_recall(faces: Any, reference: dict[str, dict[int, Any]]) -> dict[str, int]:
+def measure_recall(faces: Any, reference: dict[str, dict[int, Any]]) -> dict[str, Any]:
     """Frames and faces where the reference (full-resolution MTCNN) and ours agree, both ways.
 
     `faces`: our faces, a DataFrame with video, frame, x1, y1, x2, y2; `reference`: per video,
@@ -119,8 +119,10 @@ def measure_recall(faces: Any, reference: dict[str, dict[int, Any]]) -> dict[str
     """
     import numpy as np
 
-    counts = dict.fromkeys(["frames", "ref_frames", "ours_frames", "missed_frames", "invented_frames",
-                            "ref_faces", "ours_faces", "missed_faces", "invented_faces", "matched", "agreeing"], 0)
+    counts: dict[str, Any] = dict.fromkeys(["frames", "ref_frames", "ours_frames", "missed_frames", "invented_frames",
+                                            "ref_faces", "ours_faces", "missed_faces", "invented_faces", "matched",
+                                            "agreeing"], 0)
+    counts["missed_face_widths_px"] = []  # full-resolution widths of the reference faces we did not find
     by_frame = {key: group[["x1", "y1", "x2", "y2"]].to_numpy(float) for key, group in faces.groupby(["video", "frame"])}
     for name, frames in reference.items():
         for frame_index, ref_boxes in frames.items():
@@ -129,7 +131,9 @@ def measure_recall(faces: Any, reference: dict[str, dict[int, Any]]) -> dict[str
     return counts
 
 
-def _count_frame(counts: dict[str, int], ref_boxes: Any, our_boxes: Any) -> None:
+def _count_frame(counts: dict[str, Any], ref_boxes: Any, our_boxes: Any) -> None:
+    """Add one frame: faces are paired greedily by IoU (highest first, any overlap, each face once);
+    a pair agrees at IoU >= 0.5; a face without a partner is missed (reference) or invented (ours)."""
     has_ref, has_ours = len(ref_boxes) > 0, len(our_boxes) > 0
     counts["frames"] += 1
     counts["ref_frames"] += has_ref
@@ -139,11 +143,27 @@ def _count_frame(counts: dict[str, int], ref_boxes: Any, our_boxes: Any) -> None
     counts["ref_faces"] += len(ref_boxes)
     counts["ours_faces"] += len(our_boxes)
     overlaps = iou(ref_boxes, our_boxes)
-    counts["missed_faces"] += int((overlaps.max(axis=1, initial=0) < 0.5).sum())
-    counts["invented_faces"] += int((overlaps.max(axis=0, initial=0) < 0.5).sum())
-    if has_ref and has_ours:  # both found a face in this frame: do the boxes agree?
-        counts["matched"] += len(ref_boxes)
-        counts["agreeing"] += int((overlaps.max(axis=1) >= 0.5).sum())
+    pairs = _greedy_pairs(overlaps)
+    counts["matched"] += len(pairs)
+    counts["agreeing"] += sum(int(overlaps[r, o] >= 0.5) for r, o in pairs)
+    counts["missed_faces"] += len(ref_boxes) - len(pairs)
+    counts["invented_faces"] += len(our_boxes) - len(pairs)
+    paired = {r for r, _ in pairs}
+    counts["missed_face_widths_px"] += [round(float(b[2] - b[0])) for i, b in enumerate(ref_boxes) if i not in paired]
+
+
+def _greedy_pairs(overlaps: Any) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
+    used_ref, used_ours = set(), set()
+    for flat in (-overlaps).argsort(axis=None, kind="stable") if overlaps.size else []:
+        r, o = divmod(int(flat), overlaps.shape[1])
+        if overlaps[r, o] <= 0:
+            break
+        if r not in used_ref and o not in used_ours:
+            pairs.append((r, o))
+            used_ref.add(r)
+            used_ours.add(o)
+    return pairs
 
 
 def iou(boxes: Any, others: Any) -> Any:
