@@ -1,25 +1,38 @@
-"""Face stage: the original per-frame full-resolution MTCNN loop vs dfhelpers.faces.run_stage.
+"""Face stage: dfhelpers.faces against its decode floor and full-resolution MTCNN, on any folder of videos.
 
 Usage:
-    .venv/bin/python benchmarks/bench_faces.py VIDEO_DIR [--baseline-frames K] [--repeats R]
+    .venv/bin/python benchmarks/bench_faces.py VIDEO_DIR [--recursive] [--limit N] [--min-height 720]
+        [--repeats R] [--baseline-frames K] [--out FILE.json]
 
-Both run in this process tree on the same videos: (a) the original loop, OpenCV decoding every
-frame and MTCNN(margin=50, keep_all=True, thresholds=[.9, .9, .9]) on each full-resolution frame
-with save_path, torch's default threads (here in the main process); (b) our stage with the
-default faces config (a warm local process pool), median of R runs in fresh run folders.
-Agreement: on the frames our stage samples, the share of faces that full-resolution MTCNN
-finds that our stage also finds (IoU >= 0.5). Peak memory: the largest RSS of any pool worker.
-Prints one line per video and, last, one JSON object.
+Everything runs in this process tree, in one run, on the same files:
+
+- decode floor: every frame decoded to RGB with PyAV (FFmpeg threads on), and the sampled
+  frames alone as our stage reads them (dfhelpers.video.read_frames); one warm-up pass, then
+  the median of R passes per video.
+- ours, stage: dfhelpers.faces.run_stage with the default faces config on a warm local pool
+  (seconds per video = wall time / videos, median of R runs in fresh run folders), and each
+  video alone in this process with one torch thread (as one pool worker runs it), median of R.
+- baseline with equal work: the same sampled frames, decoded the same way, through
+  full-resolution per-frame MTCNN (facenet-pytorch's default thresholds, as our stage; crops
+  saved as JPEG, as ours), torch's default threads; one warm-up video, median of R passes.
+- as original: the original loop (OpenCV decodes every frame, MTCNN(margin=50, keep_all=True,
+  thresholds=(0.9, 0.9, 0.9)) with save_path on each full-resolution frame), timed on the first
+  K frames of each video and extrapolated to all of them (said so in the output).
+- recall: per sampled frame, whether our stage kept a face and whether the baseline (full
+  resolution, default thresholds) found one, both ways; faces matched at IoU >= 0.5 both ways;
+  agreement = the share of reference faces in frames where both found faces that one of ours
+  overlaps at IoU >= 0.5.
+
+Prints one line per figure and, last, one JSON object (also written by --out, with the command
+and the machine line).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
+import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,172 +44,174 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
 
+import _common
 from dfhelpers import config, faces, video
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
 def main() -> None:
     args = parse_args()
-    paths = sorted(p for p in Path(args.video_dir).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)[: args.max_videos]
-    if not paths:
-        sys.exit(f"{args.video_dir}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) found")
-    videos = pd.DataFrame({"video": [p.name for p in paths], "path": [str(p) for p in paths], "label": "?"})
+    machine = _common.machine()
+    _common.print_machine(machine)
+    paths = _common.find_videos(args.video_dir, args.recursive, args.limit, args.min_height)
     scratch = Path(tempfile.mkdtemp(prefix="bench_faces_"))
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
-          f"torch {torch.__version__}, {len(paths)} videos; baseline torch threads "
-          f"{args.baseline_threads or torch.get_num_threads()}", flush=True)
-    ours = run_ours(videos, scratch, args.repeats)
-    ours["cpu"] = {p.name: ours_cpu_seconds(p, ours["cfg"]) for p in paths}
-    if args.skip_baseline:
-        report_ours(paths, ours)
-        return
-    if args.baseline_threads:
-        torch.set_num_threads(args.baseline_threads)
-    baseline = {p.name: run_baseline(p, scratch / "baseline", args.baseline_frames) for p in paths}
-    agreement = {p.name: measure_agreement(p, ours["crops"], ours["cfg"]) for p in paths}
-    report(paths, ours, baseline, agreement)
+    cfg = config.from_dict({"work_dir": str(scratch / "ours_0"), "data_dirs": []}, base_dir=scratch)
+    sampled = {p.name: video.sample_indices(video.probe(p).n_frames, cfg.faces) for p in paths}
+    print(f"{len(paths)} videos, {describe_sizes(paths)}; {cfg.faces.frames_per_video} sampled frames per video, "
+          f"detect_size {cfg.faces.detect_size}, thresholds {cfg.faces.thresholds}, {cfg.faces.workers} workers",
+          flush=True)
+    floors = _common.decode_floor(paths, sampled, args.repeats)
+    stage = run_stage(paths, scratch, args.repeats)
+    single = {p.name: one_video_alone(p, cfg.faces, args.repeats) for p in paths}
+    baseline = run_baseline(paths, sampled, cfg.faces, scratch / "baseline", args.repeats)
+    original = {p.name: run_original(p, scratch / "original", args.baseline_frames) for p in paths}
+    recall = _common.measure_recall(stage["crops"], baseline["detections"])
+    summary = summarize(paths, floors, stage, single, baseline, original, recall, args, cfg.faces)
+    shutil.rmtree(scratch, ignore_errors=True)  # crops of the benchmarked videos stay nowhere
+    _common.write_result({**summary, "machine": _common.finish_machine(machine)}, args.out)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("video_dir")
-    parser.add_argument("--baseline-frames", type=int, default=None,
-                        help="time the original loop on the first K frames of each video and extrapolate")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of our stage (median reported)")
-    parser.add_argument("--baseline-threads", type=int, default=None,
-                        help="torch threads for the baseline (default: torch's, all cores, as the original)")
-    parser.add_argument("--max-videos", type=int, default=None)
-    parser.add_argument("--skip-baseline", action="store_true",
-                        help="quick check: time our stage only (no baseline, no agreement, no ratio)")
+    parser.add_argument("video_dir", type=Path)
+    parser.add_argument("--repeats", type=int, default=3, help="passes of each timed method (median reported)")
+    parser.add_argument("--baseline-frames", type=int, default=20, metavar="K",
+                        help="the as-original loop runs the first K frames of each video, extrapolated to all")
+    _common.add_video_arguments(parser)
     return parser.parse_args()
 
 
-def run_ours(videos: pd.DataFrame, scratch: Path, repeats: int) -> dict:
-    """Our stage with the default faces config on a warm pool: median wall time of `repeats` runs."""
-    cfg = config.from_dict({"work_dir": str(scratch / "ours_0"), "data_dirs": []}, base_dir=scratch)
-    walls, statuses = [], None
-    started = time.perf_counter()
-    with faces.local_executor(cfg.faces) as pool:
-        list(pool.map(time.sleep, [2.0] * cfg.faces.workers))  # start every worker and load MTCNN
+def describe_sizes(paths: list[Path]) -> str:
+    infos = [video.probe(p) for p in paths]
+    sizes = pd.Series([f"{i.width}x{i.height}" for i in infos]).value_counts()
+    return ", ".join(f"{n} at {size}" for size, n in sizes.items()) + \
+        f", {statistics.median(i.n_frames for i in infos):.0f} frames (median)"
+
+
+def run_stage(paths: list[Path], scratch: Path, repeats: int) -> dict:
+    """Our stage with the default faces config on a warm pool: wall time of each of `repeats` runs."""
+    videos = pd.DataFrame({"video": [p.name for p in paths], "path": [str(p) for p in paths], "label": "?"})
+    walls, cfg = [], None
+    with faces.local_executor(config.FacesConfig()) as pool:
+        started = time.perf_counter()
+        list(pool.map(time.sleep, [2.0] * config.FacesConfig().workers))  # start every worker, load MTCNN
         warmup_s = time.perf_counter() - started
-        for repeat in range(repeats):
-            run_cfg = config.from_dict({"work_dir": str(scratch / f"ours_{repeat}"), "data_dirs": []}, base_dir=scratch)
+        for repeat in range(max(1, repeats)):
+            cfg = config.from_dict({"work_dir": str(scratch / f"ours_{repeat}"), "data_dirs": []}, base_dir=scratch)
             started = time.perf_counter()
-            statuses = faces.run_stage(run_cfg, videos, executor=pool)
+            faces.run_stage(cfg, videos, executor=pool)
             walls.append(time.perf_counter() - started)
     worker_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # pool joined: counted
-    return {"cfg": cfg, "walls": walls, "warmup_s": warmup_s, "statuses": statuses.set_index("video"),
-            "crops": faces.load_crops(cfg), "worker_peak_mb": worker_peak_mb}
+    return {"walls": walls, "warmup_s": warmup_s, "crops": faces.load_crops(cfg), "statuses": faces.load_status(cfg),
+            "worker_peak_mb": worker_peak_mb, "workers": cfg.faces.workers}
 
 
-def ours_cpu_seconds(path: Path, cfg: config.Config) -> float:
-    """CPU seconds of one video through our per-video work (extract, encode crops) on one thread.
-
-    Unlike wall time, CPU time barely moves when other jobs share the cores.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(cfg.faces.torch_threads)
-    detector = faces.FaceDetector(cfg.faces)
-    started = time.process_time()
-    result = faces.extract_video(path, cfg.faces, detector)
-    for crop in result.crops:
-        faces.encode_jpeg(crop, cfg.faces.jpeg_quality)
-    seconds = time.process_time() - started
-    torch.set_num_threads(previous)
-    return seconds
+def one_video_alone(path: Path, faces_cfg: config.FacesConfig, repeats: int) -> dict:
+    """One video through extract_video + JPEG encoding in this process, one torch thread (as a worker)."""
+    with faces.torch_threads(faces_cfg.torch_threads):
+        detector = faces.FaceDetector(faces_cfg)
+        cv2.setNumThreads(1)
+        work = lambda: [faces.encode_jpeg(c, faces_cfg.jpeg_quality)  # noqa: E731
+                        for c in faces.extract_video(path, faces_cfg, detector).crops]
+        work()  # warm-up
+        cpu_started = time.process_time()
+        seconds = _common.median_seconds(work, repeats)
+        cpu_s = (time.process_time() - cpu_started) / max(1, repeats)
+        cv2.setNumThreads(-1)
+    return {"seconds": seconds, "cpu_s": cpu_s}
 
 
-def run_baseline(path: Path, out_dir: Path, max_frames: int | None) -> dict:
+def run_baseline(paths: list[Path], sampled: dict[str, list[int]], faces_cfg: config.FacesConfig,
+                 out_dir: Path, repeats: int) -> dict:
+    """The same sampled frames through full-resolution per-frame MTCNN (default thresholds), crops saved."""
+    mtcnn = MTCNN(image_size=faces_cfg.crop_size, margin=faces_cfg.margin, keep_all=True, device="cpu")
+    _baseline_video(mtcnn, paths[0], sampled[paths[0].name][:4], out_dir)  # warm-up
+    seconds, detections = {}, {}
+    for path in paths:
+        times = []
+        for _ in range(max(1, repeats)):
+            started = time.perf_counter()
+            detections[path.name] = _baseline_video(mtcnn, path, sampled[path.name], out_dir)
+            times.append(time.perf_counter() - started)
+        seconds[path.name] = statistics.median(times)
+    return {"seconds": seconds, "detections": detections, "threads": torch.get_num_threads()}
+
+
+def _baseline_video(mtcnn: MTCNN, path: Path, indices: list[int], out_dir: Path) -> dict[int, np.ndarray]:
+    """{frame index: boxes (k, 4)} of full-resolution MTCNN on the sampled frames; crops saved as JPEG."""
+    boxes_by_frame = {}
+    for frame_index, frame in video.read_frames(path, indices):
+        boxes, probs = mtcnn.detect(frame)
+        boxes_by_frame[frame_index] = np.zeros((0, 4)) if boxes is None else np.asarray(boxes.tolist(), float)
+        if boxes is not None:
+            mtcnn.extract(frame, boxes, str(out_dir / path.stem / f"{frame_index}.jpg"))
+    return boxes_by_frame
+
+
+def run_original(path: Path, out_dir: Path, max_frames: int) -> dict:
     """The original loop: OpenCV reads every frame, MTCNN detects and saves faces at full resolution."""
     mtcnn = MTCNN(margin=50, keep_all=True, thresholds=[0.9, 0.9, 0.9], device="cpu")
     capture = cv2.VideoCapture(str(path))
     n_total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    (out_dir / path.stem).mkdir(parents=True, exist_ok=True)
-    n_frames = n_faces = 0
-    started, cpu_started = time.perf_counter(), time.process_time()
-    while max_frames is None or n_frames < max_frames:
+    n_frames = 0
+    started = time.perf_counter()
+    while n_frames < max_frames:
         is_read, bgr = capture.read()
         if not is_read:
             break
         image = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        found = mtcnn(image, save_path=str(out_dir / path.stem / f"{n_frames}.jpg"))
-        n_faces += 0 if found is None else len(found)
+        mtcnn(image, save_path=str(out_dir / path.stem / f"{n_frames}.jpg"))
         n_frames += 1
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    seconds = time.perf_counter() - started
     capture.release()
-    scale = n_total / max(1, n_frames)  # 1 unless extrapolated
-    return {"seconds": seconds * scale, "cpu_seconds": cpu_seconds * scale, "frames": n_frames, "faces": n_faces, "extrapolated": n_frames < n_total, "n_total": n_total}
+    return {"seconds": seconds * n_total / max(1, n_frames), "frames": n_frames, "n_total": n_total}
 
 
-def measure_agreement(path: Path, crops: pd.DataFrame, cfg: config.Config) -> dict:
-    """Faces full-resolution MTCNN finds on our sampled frames, and how many of them we also found."""
-    mtcnn = MTCNN(keep_all=True, thresholds=list(cfg.faces.thresholds), min_face_size=cfg.faces.min_face_size)
-    ours = crops[crops["video"] == path.name]
-    n_reference = n_matched = 0
-    indices = video.sample_indices(video.probe(path).n_frames, cfg.faces)
-    for frame_index, frame in video.read_frames(path, indices):
-        boxes, probs = mtcnn.detect(frame)
-        if boxes is None:
-            continue
-        reference = boxes[np.asarray(probs, dtype=float) >= cfg.faces.min_face_prob]
-        our_boxes = ours.loc[ours["frame"] == frame_index, ["x1", "y1", "x2", "y2"]].to_numpy(dtype=float)
-        overlaps = iou(reference, our_boxes)
-        n_reference += len(reference)
-        n_matched += int((overlaps.max(axis=1) >= 0.5).sum()) if our_boxes.size else 0
-    return {"reference": n_reference, "matched": n_matched}
+def summarize(paths, floors, stage, single, baseline, original, recall, args, faces_cfg) -> dict:
+    """Print one line per figure; return the JSON summary."""
+    n = len(paths)
+    every = _common.mean(f["every_frame_s"] for f in floors.values())
+    sampled_s = _common.mean(f["sampled_frames_s"] for f in floors.values())
+    stage_s = statistics.median(stage["walls"]) / n
+    single_s = _common.mean(s["seconds"] for s in single.values())
+    own_ratio = _common.mean(single[p.name]["seconds"] / floors[p.name]["every_frame_s"] for p in paths)
+    baseline_s = _common.mean(baseline["seconds"].values())
+    original_s = _common.mean(o["seconds"] for o in original.values())
+    statuses = stage["statuses"]["status"].str.split(":").str[0].value_counts().to_dict()
+    print(f"decode floor: every frame {every:.2f} s/video (PyAV, threads on), the sampled frames alone "
+          f"{sampled_s:.2f} s/video (median of {args.repeats} per video, mean over {n})")
+    print(f"ours, stage: {stage_s:.2f} s/video with {stage['workers']} workers (median of {len(stage['walls'])} runs: "
+          f"{', '.join(f'{w:.1f}' for w in stage['walls'])} s) = {stage_s / every:.2f}x the every-frame floor, "
+          f"{stage_s / sampled_s:.2f}x the sampled-frames floor; statuses {statuses}")
+    print(f"ours, one video in one worker: {single_s:.2f} s/video (CPU {_common.mean(s['cpu_s'] for s in single.values()):.2f} s)"
+          f" = {own_ratio:.2f}x its own every-frame floor (mean over videos)")
+    print(f"baseline, the same sampled frames through full-resolution MTCNN ({baseline['threads']} torch threads): "
+          f"{baseline_s:.2f} s/video = {baseline_s / stage_s:.1f}x our stage, {baseline_s / single_s:.1f}x one video alone")
+    print(f"as original, every frame at full resolution (extrapolated from {args.baseline_frames} frames): "
+          f"{original_s:.1f} s/video = {original_s / stage_s:.0f}x our stage")
+    frame_recall = 1 - recall["missed_frames"] / recall["ref_frames"] if recall["ref_frames"] else None
+    agreement = recall["agreeing"] / recall["matched"] if recall["matched"] else None
+    print(f"recall: full-resolution MTCNN finds a face on {recall['ref_frames']} of {recall['frames']} sampled frames; "
+          f"we miss {recall['missed_frames']} of them ({_pct(frame_recall)} recall) and find one on "
+          f"{recall['invented_frames']} frames where it finds none; faces: reference {recall['ref_faces']}, ours "
+          f"{recall['ours_faces']}, missed {recall['missed_faces']}, invented {recall['invented_faces']}; agreement "
+          f"(IoU >= 0.5) on matched faces {_pct(agreement)}; worker peak RSS {stage['worker_peak_mb']:.0f} MB")
+    return {"benchmark": "bench_faces", "videos": n, "sizes": describe_sizes(paths),
+            "frames_per_video": faces_cfg.frames_per_video, "detect_size": faces_cfg.detect_size,
+            "thresholds": list(faces_cfg.thresholds), "workers": stage["workers"], "repeats": args.repeats,
+            "floor_every_frame_s_per_video": round(every, 3), "floor_sampled_frames_s_per_video": round(sampled_s, 3),
+            "ours_stage_s_per_video": round(stage_s, 3), "ours_stage_vs_every_frame_floor": round(stage_s / every, 2),
+            "ours_stage_vs_sampled_floor": round(stage_s / sampled_s, 2),
+            "ours_one_video_one_worker_s": round(single_s, 3), "ours_one_video_vs_own_floor": round(own_ratio, 2),
+            "baseline_same_frames_s_per_video": round(baseline_s, 2), "speedup_vs_baseline": round(baseline_s / stage_s, 1),
+            "original_every_frame_s_per_video": round(original_s, 1), "original_extrapolated_from_frames": args.baseline_frames,
+            "speedup_vs_original": round(original_s / stage_s, 1),
+            "frame_recall": None if frame_recall is None else round(frame_recall, 4),
+            "agreement_iou_0_5": None if agreement is None else round(agreement, 4), "recall_counts": recall,
+            "statuses": statuses, "worker_peak_rss_mb": round(stage["worker_peak_mb"])}
 
 
-def iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    boxes, others = np.asarray(boxes, float).reshape(-1, 4), np.asarray(others, float).reshape(-1, 4)
-    top_left = np.maximum(boxes[:, None, :2], others[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area = lambda b: (b[:, 2:] - b[:, :2]).prod(axis=1)  # noqa: E731
-    return intersection / (area(boxes)[:, None] + area(others)[None, :] - intersection)
-
-
-def report(paths: list[Path], ours: dict, baseline: dict, agreement: dict) -> None:
-    ours_per_video = statistics.median(ours["walls"]) / len(paths)
-    for path in paths:
-        status, base, agree = ours["statuses"].loc[path.name], baseline[path.name], agreement[path.name]
-        how = f"extrapolated from {base['frames']} of {base['n_total']} frames" if base["extrapolated"] else "all frames"
-        share = f"{agree['matched'] / agree['reference']:.1%}" if agree["reference"] else "n/a"
-        print(f"{path.name}: baseline {base['seconds']:.1f} s ({how}, {base['faces']} faces), "
-              f"ours {status['seconds']:.2f} s in one worker ({base['seconds'] / status['seconds']:.0f}x), "
-              f"{status['n_faces']} faces on {status['frames_read']} frames [{status['status']}], "
-              f"agreement {share} ({agree['matched']}/{agree['reference']}); CPU s: baseline "
-              f"{base['cpu_seconds']:.1f}, ours {ours['cpu'][path.name]:.2f} ({base['cpu_seconds'] / ours['cpu'][path.name]:.0f}x)")
-    baseline_per_video = statistics.median(b["seconds"] for b in baseline.values())
-    n_reference = sum(a["reference"] for a in agreement.values())
-    print_stage_line(paths, ours)
-    print(json.dumps({
-        "videos": len(paths), "baseline_s_per_video": round(baseline_per_video, 2),
-        "ours_s_per_video": round(ours_per_video, 3), "speedup": round(baseline_per_video / ours_per_video, 1),
-        "agreement": round(sum(a["matched"] for a in agreement.values()) / n_reference, 4) if n_reference else None,
-        "peak_rss_mb": round(ours["worker_peak_mb"]),
-        "baseline_extrapolated": any(b["extrapolated"] for b in baseline.values()),
-        "baseline_cpu_s_per_video": round(statistics.median(b["cpu_seconds"] for b in baseline.values()), 2),
-        "ours_cpu_s_per_video": round(statistics.median(ours["cpu"].values()), 3),
-        "load_average": round(os.getloadavg()[0], 2)}))
-
-
-def report_ours(paths: list[Path], ours: dict) -> None:
-    for path in paths:
-        status = ours["statuses"].loc[path.name]
-        print(f"{path.name}: ours {status['seconds']:.2f} s in one worker, CPU {ours['cpu'][path.name]:.2f} s, "
-              f"{status['n_faces']} faces on {status['frames_read']} frames [{status['status']}]")
-    print_stage_line(paths, ours)
-    print(json.dumps({"videos": len(paths), "ours_s_per_video": round(statistics.median(ours["walls"]) / len(paths), 3),
-                      "ours_cpu_s_per_video": round(statistics.median(ours["cpu"].values()), 3),
-                      "peak_rss_mb": round(ours["worker_peak_mb"]), "load_average": round(os.getloadavg()[0], 2)}))
-
-
-def print_stage_line(paths: list[Path], ours: dict) -> None:
-    print(f"ours: stage wall {', '.join(f'{w:.2f}' for w in ours['walls'])} s for {len(paths)} videos "
-          f"({statistics.median(ours['walls']) / len(paths):.2f} s/video, median of {len(ours['walls'])}); "
-          f"pool start-up and MTCNN load {ours['warmup_s']:.1f} s once; load average {os.getloadavg()[0]:.2f} "
-          f"at end; this process peaked at {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
 
 
 if __name__ == "__main__":

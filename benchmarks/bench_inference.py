@@ -1,30 +1,34 @@
-"""Video scoring speed: the original per-frame loop vs dfhelpers.engine, same videos, same model, one process.
+"""Video scoring: dfhelpers.engine against its decode floor and full-resolution MTCNN, same videos, same model.
 
     .venv/bin/python benchmarks/bench_inference.py VIDEO_DIR --model M.keras [--build-model mobilenet_v2]
-        [--baseline-frames K] [--limit N] [--repeats R]
+        [--recursive] [--limit N] [--min-height 720] [--repeats R] [--baseline-frames K] [--out FILE.json]
 
-(a) the original loop: every frame decoded, MTCNN(margin=50, keep_all=False, post_process=False,
-    thresholds=[.9, .9, .9]) on the full-resolution frame, one `model.predict` per face, the
-    original trimmed mean. With --baseline-frames K only the first K frames are run and the time
-    is scaled to the whole video (said so in every line and in the summary).
-(b) dfhelpers.engine: the face stage's frame sampler and downscaled batched MTCNN, the training
-    crop geometry, one batched model call per video, the configured aggregation. Timed per video
-    alone (VideoScorer.score) and over the whole folder (score_paths, as `dfdetect predict DIR`
-    and notebook 05 run it, score.threads videos in flight); the summary's ours_s_per_video is the
-    folder figure, ours_single_video_s the other.
+Everything runs in this process, in one run, on the same files and the same model object:
+
+- decode floor: every frame decoded to RGB with PyAV (FFmpeg threads on), and the sampled
+  frames alone as our scorer reads them; one warm-up pass, then the median of R per video.
+- ours: dfhelpers.engine (the face stage's frame sampler and downscaled batched MTCNN, the
+  training crop geometry, one batched model call per video), each video alone
+  (VideoScorer.score, median of R after a warm-up video) and the whole folder as `dfdetect
+  predict DIR` runs it (score_paths, score.threads videos in flight, median of R passes).
+- baseline with equal work: the same sampled frames, decoded the same way, through
+  full-resolution per-frame MTCNN (facenet-pytorch's default thresholds, as ours), then the
+  same model once on all of the video's faces: only the detection differs; median of R.
+- as original: the original notebook's loop (OpenCV decodes every frame, MTCNN(margin=50,
+  keep_all=False, post_process=False, thresholds=(0.9, 0.9, 0.9)) on each full-resolution
+  frame, one model.predict per face), timed on the first K frames and extrapolated.
+- recall: per sampled frame, whether we kept a face and whether the baseline found one, both
+  ways, and the agreement (IoU >= 0.5) of matched faces.
 
 Speed does not depend on the weights, so --build-model builds the model (weights=None, random)
-when M does not exist; the output says so. Interpreter start-up, imports and model/MTCNN loading
-are reported on their own lines, never inside the per-video times. The last line is one JSON object.
+when M does not exist; the output says so. Imports and model loading are reported on their
+own lines (benchmarks/bench_startup.py times them from the shell). One line per figure, then
+one JSON object (also written by --out, with the command and the machine line).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -32,164 +36,169 @@ from pathlib import Path
 
 import numpy as np
 
-PROCESS_STARTED = time.time()  # psutil's create_time gives the true start; this is the fallback
-
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+import _common
 
 
 def main() -> int:
     args = _parser().parse_args()
-    startup_s = _seconds_since_process_start()
+    machine = _common.machine()
+    _common.print_machine(machine)
+    _load_torch_first()
+    from dfhelpers import engine, video
     from dfhelpers.config import FacesConfig, ScoreConfig
 
-    faces_cfg = FacesConfig(frames_per_video=args.frames)
-    score_cfg = ScoreConfig()
-    videos = sorted(p for p in Path(args.video_dir).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)[: args.limit]
-    if not videos:
-        print(f"{args.video_dir}: no video files", file=sys.stderr)
-        return 2
+    faces_cfg, score_cfg = FacesConfig(), ScoreConfig()
+    paths = _common.find_videos(args.video_dir, args.recursive, args.limit, args.min_height)
     weights_note = _ensure_model(Path(args.model), args.build_model, faces_cfg.crop_size)
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPU cores, {platform.platform()}; python {platform.python_version()}")
-    print(f"interpreter start: {startup_s:.1f} s (not in any per-video time)")
-    print(f"model: {args.model} ({weights_note})")
-    scorer, load_s = _load_ours(Path(args.model), faces_cfg, score_cfg)
-    baseline = _OriginalLoop(scorer._model, args.baseline_frames, args.baseline_threads)  # the same model object
-    print(f"torch/TensorFlow imports + model + MTCNN load: {load_s:.1f} s; the original's MTCNN: "
-          f"{baseline.load_s:.1f} s (neither in per-video times)")
-    print(f"torch threads: ours {faces_cfg.torch_threads} (faces.torch_threads), original "
-          f"{args.baseline_threads or faces_cfg.torch_threads}{'' if args.baseline_threads else ' (the same)'}")
-    warmup_s = _timed(lambda: (scorer.score(videos[0]), baseline.warm_up()))[1]
-    print(f"warm-up (one video through ours, one model.predict of the original): {warmup_s:.1f} s, not counted")
-    rows = [_bench_video(path, scorer, baseline, args.repeats) for path in videos]
-    folder_s = _folder_seconds(videos, scorer, args.repeats)
-    print(f"whole folder as `dfdetect predict DIR` runs it ({score_cfg.threads} videos in flight): "
-          f"{folder_s:.2f} s per video (median of {args.repeats} passes)")
-    summary = _summary(rows, folder_s, load_s, args.baseline_frames is not None, faces_cfg, score_cfg, weights_note)
-    print(f"mean over {len(rows)} videos: original {summary['baseline_s_per_video']:.1f} s, ours "
-          f"{summary['ours_s_per_video']:.2f} s per video in a folder ({summary['speedup']:.1f}x faster), "
-          f"{summary['ours_single_video_s']:.2f} s for a video alone ({summary['speedup_single_video']:.1f}x)")
-    print(json.dumps(summary))
+    scorer, load_s = _timed(lambda: engine.VideoScorer(Path(args.model), faces_cfg, score_cfg).load())
+    print(f"model: {args.model} ({weights_note}); imports + MTCNN + model load and trace: {load_s:.1f} s "
+          f"(not in any per-video time); {len(paths)} videos", flush=True)
+    sampled = {p.name: video.sample_indices(video.probe(p).n_frames, faces_cfg) for p in paths}
+    floors = _common.decode_floor(paths, sampled, args.repeats)
+    baseline = _SameFrames(scorer, args.baseline_threads)
+    _timed(lambda: (scorer.score(paths[0]), baseline.score(paths[0], sampled[paths[0].name][:4])))  # warm-up
+    ours = {p.name: _ours_alone(scorer, p, args.repeats) for p in paths}
+    same_frames = {p.name: baseline.timed(p, sampled[p.name], args.repeats) for p in paths}
+    folder_s = statistics.median(_timed(lambda: list(engine.score_paths(paths, scorer, progress=False)))[1]
+                                 for _ in range(max(1, args.repeats))) / len(paths)
+    original = _OriginalLoop(scorer.model, args.baseline_frames)
+    as_original = {p.name: original.score(p) for p in paths}
+    our_faces = _faces_table(ours)
+    recall = _common.measure_recall(our_faces, {name: b["detections"] for name, b in same_frames.items()})
+    summary = _summarize(paths, floors, ours, folder_s, same_frames, as_original, recall, load_s, args,
+                         faces_cfg, score_cfg, weights_note)
+    _common.write_result({**summary, "machine": _common.finish_machine(machine)}, args.out)
     return 0
+
+
+class _SameFrames:
+    """Equal work: our sampled frames through full-resolution per-frame MTCNN, then the same model."""
+
+    def __init__(self, scorer, threads: int | None):
+        from facenet_pytorch import MTCNN
+
+        self.scorer = scorer
+        self.threads = threads
+        cfg = scorer.faces_cfg
+        self.mtcnn = MTCNN(image_size=cfg.crop_size, margin=cfg.margin, keep_all=True, post_process=False, device="cpu")
+
+    def timed(self, path: Path, indices: list[int], repeats: int) -> dict:
+        """Median seconds of `repeats` passes, the reference boxes per frame, the faces found."""
+        times = []
+        for _ in range(max(1, repeats)):
+            started = time.perf_counter()
+            detections = self.score(path, indices)
+            times.append(time.perf_counter() - started)
+        return {"seconds": statistics.median(times), "detections": detections}
+
+    def score(self, path: Path, indices: list[int]) -> dict[int, np.ndarray]:
+        import torch
+
+        from dfhelpers import video
+
+        ours_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads or ours_threads)
+        try:
+            boxes_by_frame, crops = {}, []
+            for frame_index, frame in video.read_frames(path, indices):
+                boxes, _ = self.mtcnn.detect(frame)
+                boxes_by_frame[frame_index] = np.zeros((0, 4)) if boxes is None else np.asarray(boxes.tolist(), float)
+                if boxes is not None:
+                    crops.extend(face.permute(1, 2, 0).numpy() for face in self.mtcnn.extract(frame, boxes, None))
+            if crops:
+                self.scorer.predict(np.clip(np.stack(crops), 0, 255).astype(np.uint8))
+            return boxes_by_frame
+        finally:
+            torch.set_num_threads(ours_threads)
 
 
 class _OriginalLoop:
     """The original notebook's inference loop, kept as it was apart from the model's input range."""
 
-    def __init__(self, detector_model, max_frames: int | None, threads: int | None = None):
+    def __init__(self, detector_model, max_frames: int):
         from facenet_pytorch import MTCNN
 
-        started = time.perf_counter()
         self.mtcnn = MTCNN(margin=50, keep_all=False, post_process=False, thresholds=[0.9, 0.9, 0.9], device="cpu")
-        self.load_s = time.perf_counter() - started
         self.model = detector_model
         self.max_frames = max_frames
-        self.threads = threads
-
-    def warm_up(self) -> None:
-        """Keras traces model.predict on its first call; the original paid that once per run."""
         size = int(self.model.input_shape[1])
-        self.model.predict(np.zeros((1, size, size, 3), dtype=np.float32), verbose=0)
+        self.model.predict(np.zeros((1, size, size, 3), dtype=np.float32), verbose=0)  # traced once, as the original
 
-    def score(self, path: Path) -> tuple[float, float, int, int]:
-        """(seconds for the whole video, video score, frames run, frames in the video).
-
-        Runs with `threads` torch threads (default: the same as ours, so that the ratio measures
-        the method; torch's own default is one per core), restored afterwards.
-        """
-        import torch
-
-        ours_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or ours_threads)
-        try:
-            return self._score(path)
-        finally:
-            torch.set_num_threads(ours_threads)
-
-    def _score(self, path: Path) -> tuple[float, float, int, int]:
+    def score(self, path: Path) -> dict:
+        """Seconds for the whole video (extrapolated from the first max_frames frames)."""
         import cv2
 
         capture = cv2.VideoCapture(str(path))
         n_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        limit = n_frames if self.max_frames is None else min(self.max_frames, n_frames)
-        face_scores, frames_run = [], 0
+        frames_run = 0
         started = time.perf_counter()
-        while frames_run < limit:
+        while frames_run < min(self.max_frames, n_frames):
             is_read, bgr = capture.read()
             if not is_read:
                 break
             frames_run += 1
             face = self.mtcnn(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))  # full resolution, every frame
-            if face is not None:
-                # (3, 160, 160) 0..255; the original divided by 255 here, the contract's model does it inside
-                crop = face.permute(1, 2, 0).numpy()[None].astype(np.float32)
-                face_scores.append(float(self.model.predict(crop, verbose=0)[0][0]))  # one call per face
+            if face is not None:  # (3, 160, 160) 0..255; the contract's model divides by 255 inside
+                self.model.predict(face.permute(1, 2, 0).numpy()[None].astype(np.float32), verbose=0)
         seconds = time.perf_counter() - started
         capture.release()
-        scale = n_frames / max(1, frames_run)  # extrapolate to every frame when only some were run
-        return seconds * scale, _original_video_score(face_scores), frames_run, n_frames
+        return {"seconds": seconds * n_frames / max(1, frames_run), "frames_run": frames_run, "n_frames": n_frames}
 
 
-def _original_video_score(face_scores: list[float]) -> float:
-    if len(face_scores) > 11:
-        score = float(np.mean(sorted(face_scores)[5:-5]))
-    else:
-        score = 0.5
-    return 0.01 if score == 0 else 0.99 if score == 1 else score
+def _ours_alone(scorer, path: Path, repeats: int) -> dict:
+    runs = [_timed(lambda: scorer.score(path)) for _ in range(max(1, repeats))]
+    return {"seconds": statistics.median(seconds for _, seconds in runs), "scored": runs[0][0]}
 
 
-def _bench_video(path: Path, scorer, baseline: _OriginalLoop, repeats: int) -> dict:
-    cpu_started = _cpu_seconds()
-    ours = [_timed(lambda: scorer.score(path)) for _ in range(max(1, repeats))]
-    ours_cpu_s = (_cpu_seconds() - cpu_started) / len(ours)
-    ours_s = statistics.median(seconds for _, seconds in ours)
-    scored = ours[0][0]
-    from dfhelpers import scoring
+def _faces_table(ours: dict):
+    import pandas as pd
 
-    prediction = scoring.predictions_from_faces(
-        _one_video(scored), scored.faces.assign(video=scored.video), {scored.video: scored.status}, scorer.score_cfg)
-    ours_score = float(prediction["score"].iloc[0])
-    cpu_started = _cpu_seconds()
-    baseline_s, baseline_score, frames_run, n_frames = baseline.score(path)
-    baseline_cpu_s = (_cpu_seconds() - cpu_started) * n_frames / max(1, frames_run)
-    how = f"{frames_run} frames" if frames_run == n_frames else f"extrapolated from {frames_run} of {n_frames} frames"
-    print(f"{path.name}: original {baseline_s:.1f} s ({how}), ours alone {ours_s:.2f} s (median of {len(ours)}, "
-          f"{scored.frames_read} frames, {len(scored.faces)} faces, {prediction['status'].iloc[0]}): "
-          f"{baseline_s / ours_s:.1f}x faster; scores original {baseline_score:.3f}"
-          f"{'' if frames_run == n_frames else ' (from those frames)'}, ours {ours_score:.3f}; "
-          f"CPU seconds original {baseline_cpu_s:.1f}, ours {ours_cpu_s:.2f}", flush=True)
-    return {"baseline_s": baseline_s, "ours_s": ours_s, "extrapolated": frames_run < n_frames,
-            "baseline_cpu_s": baseline_cpu_s, "ours_cpu_s": ours_cpu_s}
+    tables = [o["scored"].faces.assign(video=name) for name, o in ours.items()]
+    return pd.concat(tables, ignore_index=True)
 
 
-def _folder_seconds(videos: list[Path], scorer, repeats: int) -> float:
-    """Seconds per video when the scorer runs over the whole folder (videos overlap in threads)."""
-    from dfhelpers import engine
-
-    passes = [_timed(lambda: list(engine.score_paths(videos, scorer, progress=False)))[1]
-              for _ in range(max(1, repeats))]
-    return statistics.median(passes) / len(videos)
-
-
-def _summary(rows: list[dict], folder_s: float, load_s: float, asked_to_extrapolate: bool, faces_cfg, score_cfg,
-             weights_note: str) -> dict:
-    baseline_mean = float(np.mean([row["baseline_s"] for row in rows]))
-    single_mean = float(np.mean([row["ours_s"] for row in rows]))
-    return {"videos": len(rows), "baseline_s_per_video": round(baseline_mean, 2),
-            "ours_s_per_video": round(folder_s, 3), "speedup": round(baseline_mean / folder_s, 1),
+def _summarize(paths, floors, ours, folder_s, same_frames, as_original, recall, load_s, args, faces_cfg, score_cfg,
+               weights_note) -> dict:
+    every = _common.mean(f["every_frame_s"] for f in floors.values())
+    sampled_s = _common.mean(f["sampled_frames_s"] for f in floors.values())
+    alone = _common.mean(o["seconds"] for o in ours.values())
+    own_ratio = _common.mean(ours[p.name]["seconds"] / floors[p.name]["every_frame_s"] for p in paths)
+    baseline_s = _common.mean(b["seconds"] for b in same_frames.values())
+    original_s = _common.mean(o["seconds"] for o in as_original.values())
+    frame_recall = 1 - recall["missed_frames"] / recall["ref_frames"] if recall["ref_frames"] else None
+    agreement = recall["agreeing"] / recall["matched"] if recall["matched"] else None
+    statuses = {o["scored"].status.split(":")[0] for o in ours.values()}
+    print(f"decode floor: every frame {every:.2f} s/video (PyAV, threads on), the sampled frames alone "
+          f"{sampled_s:.2f} s/video (median of {args.repeats} per video, mean over {len(paths)})")
+    print(f"ours, whole folder ({score_cfg.threads} videos in flight): {folder_s:.2f} s/video "
+          f"= {folder_s / every:.2f}x the every-frame floor, {folder_s / sampled_s:.2f}x the sampled-frames floor")
+    print(f"ours, one video alone: {alone:.2f} s/video (median of {args.repeats}) = {own_ratio:.2f}x its own "
+          f"every-frame floor (mean over videos); statuses {sorted(statuses)}")
+    print(f"baseline, the same sampled frames through full-resolution MTCNN, then the same model: {baseline_s:.2f} s/video "
+          f"= {baseline_s / alone:.1f}x one video alone, {baseline_s / folder_s:.1f}x the folder figure")
+    print(f"as original, every frame at full resolution, one model.predict per face (extrapolated from "
+          f"{args.baseline_frames} frames): {original_s:.1f} s/video = {original_s / folder_s:.0f}x the folder figure")
+    print(f"recall: full-resolution MTCNN finds a face on {recall['ref_frames']} of {recall['frames']} sampled frames; "
+          f"we miss {recall['missed_frames']} ({_pct(frame_recall)} recall) and find one on {recall['invented_frames']} "
+          f"where it finds none; agreement (IoU >= 0.5) on matched faces {_pct(agreement)}")
+    return {"benchmark": "bench_inference", "videos": len(paths), "frames_per_video": faces_cfg.frames_per_video,
+            "detect_size": faces_cfg.detect_size, "thresholds": list(faces_cfg.thresholds), "threads": score_cfg.threads,
+            "torch_threads": faces_cfg.torch_threads, "repeats": args.repeats, "model_weights": weights_note,
             "model_load_s": round(load_s, 2),
-            "baseline_extrapolated": bool(asked_to_extrapolate and any(row["extrapolated"] for row in rows)),
-            "ours_single_video_s": round(single_mean, 3), "speedup_single_video": round(baseline_mean / single_mean, 1),
-            "baseline_cpu_s_per_video": round(float(np.mean([row["baseline_cpu_s"] for row in rows])), 2),
-            "ours_cpu_s_per_video": round(float(np.mean([row["ours_cpu_s"] for row in rows])), 3),
-            "frames_per_video": faces_cfg.frames_per_video, "detect_size": faces_cfg.detect_size,
-            "threads": score_cfg.threads, "torch_threads": faces_cfg.torch_threads, "model_weights": weights_note, "cpu_cores": os.cpu_count(),
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+            "floor_every_frame_s_per_video": round(every, 3), "floor_sampled_frames_s_per_video": round(sampled_s, 3),
+            "ours_folder_s_per_video": round(folder_s, 3), "ours_folder_vs_every_frame_floor": round(folder_s / every, 2),
+            "ours_one_video_s": round(alone, 3), "ours_one_video_vs_own_floor": round(own_ratio, 2),
+            "baseline_same_frames_s_per_video": round(baseline_s, 2),
+            "speedup_vs_baseline_one_video": round(baseline_s / alone, 1),
+            "original_every_frame_s_per_video": round(original_s, 1),
+            "original_extrapolated_from_frames": args.baseline_frames,
+            "speedup_vs_original_folder": round(original_s / folder_s, 1),
+            "frame_recall": None if frame_recall is None else round(frame_recall, 4),
+            "agreement_iou_0_5": None if agreement is None else round(agreement, 4), "recall_counts": recall}
 
 
-def _load_ours(model_path: Path, faces_cfg, score_cfg):
-    from dfhelpers import engine
-
-    return _timed(lambda: engine.VideoScorer(model_path, faces_cfg, score_cfg).load())
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
 
 
 def _ensure_model(model_path: Path, build_backbone: str | None, crop_size: int) -> str:
@@ -198,7 +207,6 @@ def _ensure_model(model_path: Path, build_backbone: str | None, crop_size: int) 
         return "as given"
     if build_backbone is None:
         sys.exit(f"{model_path}: not found; pass a trained model or --build-model mobilenet_v2")
-    _load_torch_first()
     from dfhelpers import model
     from dfhelpers.config import TrainConfig
 
@@ -213,32 +221,10 @@ def _load_torch_first() -> None:
     import torchvision.ops  # noqa: F401
 
 
-def _one_video(scored):
-    import pandas as pd
-
-    return pd.DataFrame({"video": [scored.video], "path": [scored.path]})
-
-
 def _timed(work):
     started = time.perf_counter()
     result = work()
     return result, time.perf_counter() - started
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process, all threads (contention on a shared machine
-    inflates wall time; CPU time shows the work itself)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _seconds_since_process_start() -> float:
-    try:
-        import psutil
-
-        return time.time() - psutil.Process().create_time()
-    except ImportError:
-        return time.time() - PROCESS_STARTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -247,13 +233,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="a .keras model per the model contract")
     parser.add_argument("--build-model", metavar="BACKBONE", default=None,
                         help="build and save this backbone (weights=None) to --model when it does not exist")
-    parser.add_argument("--baseline-frames", type=int, default=None, metavar="K",
-                        help="run the original loop on the first K frames and extrapolate (said so in the output)")
+    parser.add_argument("--baseline-frames", type=int, default=20, metavar="K",
+                        help="the as-original loop runs the first K frames of each video, extrapolated to all")
     parser.add_argument("--baseline-threads", type=int, default=None, metavar="N",
-                        help="torch threads for the original loop (default: the same as ours)")
-    parser.add_argument("--frames", type=int, default=32, help="frames per video for our scorer (faces.frames_per_video)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of our scorer per video (median)")
+                        help="torch threads for the same-frames baseline (default: the same as ours)")
+    parser.add_argument("--repeats", type=int, default=3, help="passes of each timed method (median reported)")
+    _common.add_video_arguments(parser)
     return parser
 
 

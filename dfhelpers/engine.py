@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -50,33 +52,55 @@ class VideoScorer:
         self.faces_cfg = faces_cfg
         self.score_cfg = score_cfg
         self._model: Any = None
+        self._predict_batch: Optional[Callable[[np.ndarray], Any]] = None  # the model's traced forward pass
         self._detector: Any = None
+        self._model_loading: Optional[concurrent.futures.Future] = None
+        self._lock = threading.Lock()  # extraction threads and the caller may ask for the detector at once
 
     def load(self) -> "VideoScorer":
-        """Load MTCNN, then the model (torch before TensorFlow: see compat.avoid_triton_after_tensorflow).
+        """Load MTCNN and the model; returns when both are ready (start_loading, then wait).
 
         Raises:
             ModelLoadError: the model file is missing or corrupt.
         """
-        if self._model is not None and self._detector is not None:
-            return self
-        if not self.model_path.is_file():  # fail fast, before seconds of imports
-            raise ModelLoadError(f"{self.model_path}: model file not found; pass a .keras file saved by notebook 04")
-        compat.avoid_triton_after_tensorflow()
-        from dfhelpers import faces  # imported here: torch and TensorFlow take seconds to import
-
-        if self._detector is None:
-            import torch
-
-            # MTCNN's R/O-net stages are thousands of tiny ops: with 2 threads on a 2-core machine
-            # that is busy, OpenMP spin-waiting made detection 5x slower (measured: 12 s vs 2 s CPU)
-            torch.set_num_threads(max(1, self.faces_cfg.torch_threads))
-            self._detector = faces.FaceDetector(self.faces_cfg)
-        from dfhelpers import model
-
         if self._model is None:
-            self._model = _check_input_size(model.load(self.model_path), self.model_path, self.faces_cfg.crop_size)
-            self._warm_up()
+            self._model, self._predict_batch = self.start_loading()._model_loading.result()
+        return self
+
+    def start_loading(self, guard: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> "VideoScorer":
+        """Load MTCNN now and the model in a background thread; returns once the detector is ready.
+
+        Detection (torch) can start while TensorFlow imports, the model loads and its predict
+        function is traced: on one video that hides most of the model's seconds. torch is imported
+        first (see compat.avoid_triton_after_tensorflow). `guard` wraps the model's loading, e.g.
+        to hold back TensorFlow's native start-up lines. A load failure is raised by `load()`.
+
+        Raises:
+            ModelLoadError: the model file does not exist (checked before seconds of imports).
+        """
+        if self._model is not None or self._model_loading is not None:
+            return self
+        if not self.model_path.is_file():
+            raise ModelLoadError(f"{self.model_path}: model file not found; pass a .keras file saved by notebook 04")
+        self.load_detector()
+        loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfdetect-model")
+        self._model_loading = loader.submit(self._load_model, guard)
+        loader.shutdown(wait=False)  # the thread ends when the model is loaded
+        return self
+
+    def load_detector(self) -> "VideoScorer":
+        """Load MTCNN (and torch) once; thread-safe."""
+        with self._lock:
+            if self._detector is None:
+                compat.avoid_triton_after_tensorflow()
+                import torch
+
+                from dfhelpers import faces  # imported here: torch takes seconds to import
+
+                # MTCNN's R/O-net stages are thousands of tiny ops: with 2 threads on a 2-core machine
+                # that is busy, OpenMP spin-waiting made detection 5x slower (measured: 12 s vs 2 s CPU)
+                torch.set_num_threads(max(1, self.faces_cfg.torch_threads))
+                self._detector = faces.FaceDetector(self.faces_cfg)
         return self
 
     @property
@@ -84,15 +108,13 @@ class VideoScorer:
         """The loaded Keras model (loads detector and model on first use), e.g. for explanations."""
         return self.load()._model
 
-    def _warm_up(self) -> None:
-        """Trace the model's predict function for any batch size now, not inside the first videos.
+    def _load_model(self, guard: Callable[[], ContextManager[Any]]) -> tuple[Any, Callable[[np.ndarray], Any]]:
+        from dfhelpers import model  # TensorFlow: seconds to import, after torch (see load_detector)
 
-        Keras traces predict_on_batch per input shape until it has seen two batch sizes, then
-        keeps one trace for all sizes; each trace of a MobileNet-sized model costs seconds.
-        """
-        size = self.faces_cfg.crop_size
-        for n_crops in (1, 2):
-            self._model.predict_on_batch(np.zeros((n_crops, size, size, 3), dtype=np.float32))
+        with guard():
+            classifier = _check_input_size(model.load(self.model_path), self.model_path, self.faces_cfg.crop_size)
+            predict_batch = _traced_forward(classifier, self.faces_cfg.crop_size)
+        return classifier, predict_batch
 
     def score(self, path: str | Path) -> ScoredVideo:
         """Face scores of one video; a broken file gets a status, never an exception."""
@@ -105,7 +127,7 @@ class VideoScorer:
         """
         from dfhelpers import faces
 
-        self.load()
+        self.load_detector()
         started = time.perf_counter()
         try:
             video_faces = faces.extract_video(path, self.faces_cfg, self._detector)
@@ -120,9 +142,14 @@ class VideoScorer:
                            table[FACE_COLUMNS], crops, time.perf_counter() - started)
 
     def finish(self, extracted: ScoredVideo) -> ScoredVideo:
-        """Run the model once on all the crops of an extracted video (in the calling thread)."""
+        """Run the model once on all the crops of an extracted video (in the calling thread).
+
+        Raises:
+            ModelLoadError: the model cannot be loaded (a failure of the model itself is the video's status).
+        """
         if extracted.status.startswith("error") or len(extracted.crops) == 0:
             return extracted
+        self.load()  # waits for a model loading in the background; a ModelLoadError stops the run
         started = time.perf_counter()
         try:
             fake_probability = self.predict(extracted.crops)
@@ -135,8 +162,9 @@ class VideoScorer:
         """P(FAKE) per crop, (k,) float64; crops (k, size, size, 3) uint8, in batches of score.batch_size."""
         if len(crops) == 0:
             return np.zeros(0, dtype=np.float64)
+        self.load()
         batch_size = max(1, self.score_cfg.batch_size)
-        outputs = [self._model.predict_on_batch(crops[start:start + batch_size].astype(np.float32))
+        outputs = [self._predict_batch(crops[start:start + batch_size].astype(np.float32))
                    for start in range(0, len(crops), batch_size)]
         return np.concatenate([np.asarray(out).reshape(-1) for out in outputs]).astype(np.float64)
 
@@ -205,8 +233,9 @@ def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[Sc
     """Score videos in order (from the cache when it holds them), with a progress bar on stderr.
 
     `score.threads` videos are decoded and detected at once in threads (PyAV, OpenCV and torch
-    release the GIL), while the model scores finished ones here. One bad video never stops
-    the run: it gets a status. Raises only ModelLoadError, before the first uncached video.
+    release the GIL), while the model scores finished ones here; the model loads in the
+    background meanwhile (VideoScorer.start_loading). One bad video never stops the run: it
+    gets a status. Raises only ModelLoadError, before the first uncached video is yielded.
     """
     bar = tqdm(total=len(paths), unit="video", desc="scoring", disable=not progress, file=sys.stderr)
     in_flight: collections.deque = collections.deque()
@@ -214,7 +243,8 @@ def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[Sc
     with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
         for path in paths:
             cached = cache.load(path) if cache is not None else None
-            in_flight.append(cached if cached is not None else pool.submit(scorer.load().extract, path))
+            # the first uncached video starts the model loading; its detection overlaps it
+            in_flight.append(cached if cached is not None else pool.submit(scorer.start_loading().extract, path))
             while len(in_flight) > n_threads:
                 yield _finish(in_flight.popleft(), scorer, cache, bar)
         while in_flight:
@@ -300,6 +330,28 @@ def _check_input_size(detector: Any, model_path: Path, crop_size: int) -> Any:
         raise ModelLoadError(f"{model_path}: the model outputs {detector.output_shape}, not (N, 1) P(FAKE); "
                              "save a detector built by dfhelpers.model")
     return detector
+def _traced_forward(classifier: Any, crop_size: int) -> Callable[[np.ndarray], Any]:
+    """The model's inference pass for any batch size, traced now, not inside the first videos.
+
+    With TensorFlow, one tf.function whose batch dimension is None: a single trace (1.3 s for
+    a MobileNetV2 detector on 2 cores) where Keras' predict_on_batch traces per batch size until
+    it has seen two (2.3 s). Other Keras backends: predict_on_batch, warmed up on two sizes.
+    """
+    import keras
+
+    zeros = np.zeros((1, crop_size, crop_size, 3), dtype=np.float32)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        signature = [tf.TensorSpec((None, crop_size, crop_size, 3), tf.float32)]
+        forward = tf.function(lambda crops: classifier(crops, training=False), input_signature=signature)
+        forward(zeros)
+        return lambda crops: forward(crops).numpy()
+    for n_crops in (1, 2):
+        classifier.predict_on_batch(np.repeat(zeros, n_crops, axis=0))
+    return classifier.predict_on_batch
+
+
 def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoScorer,
             cache: Optional[ScoreCache], bar: Any) -> ScoredVideo:
     """A cached result as it is; an extraction run through the model and stored in the cache."""
@@ -311,6 +363,8 @@ def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoSco
     bar.update(1)
     bar.set_postfix_str(f"{scored.video}: {scored.status.split(':')[0]}")
     return scored
+
+
 def _failed(path: Path, status: str) -> ScoredVideo:
     return ScoredVideo(path.name, str(path), status, 0, pd.DataFrame(columns=FACE_COLUMNS),
                        np.zeros((0, 0, 0, 3), dtype=np.uint8), 0.0)

@@ -124,3 +124,20 @@ def test_evaluate_prints_metrics_with_intervals_per_method_and_writes_reports(tm
     assert saved["n_prior"] == 1 and len(saved["intervals"]["auc"]) == 2 and saved["frame"]["n_faces"] > 0
     predictions = (tmp_path / "out" / "labelled" / "predictions.csv").read_text()
     assert "not judged (no_face)" in predictions and "method" in predictions.splitlines()[0]
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["predict", "some.mp4"]], ids=["help", "usage_error"])
+def test_help_and_usage_errors_import_neither_torch_nor_tensorflow(arguments):
+    code = ("import sys\nfrom dfhelpers import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(name for name in ('torch', 'tensorflow', 'keras') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_a_corrupt_model_is_a_one_line_error_with_exit_code_2_and_nothing_on_stdout(folder_with_a_broken_file,
+                                                                                     tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a keras archive")
+    result = run_dfdetect("predict", folder_with_a_broken_file / "face.mp4", "--model", corrupt, "--quiet")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and "corrupt.keras" in result.stderr

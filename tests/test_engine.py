@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from dfhelpers import config, engine, metadata, scoring
+from dfhelpers.errors import ModelLoadError
 from test_scoring import save_tiny_model, write_video  # the same tiny videos and model
 
 
@@ -77,3 +78,33 @@ def test_each_test_folder_of_a_config_is_scored_and_reported_on_its_own(tmp_path
     assert json.loads(cfg.metrics_json.read_text())["label_counts"]["REAL"] == 1
     second = json.loads((cfg.reports_dir / "user_videos" / "metrics.json").read_text())
     assert second["label_counts"]["FAKE"] == 1 and "every labelled video is FAKE" in second["notes"][0]
+
+
+def test_detection_runs_while_the_model_loads_and_scores_match_a_loaded_scorer(tmp_path):
+    write_video(tmp_path / "face.mp4")
+    model_path = save_tiny_model(tmp_path / "tiny.keras")
+    faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
+    background = engine.VideoScorer(model_path, faces_cfg, score_cfg).start_loading()
+    extracted = background.extract(tmp_path / "face.mp4")  # needs only the detector
+    scored = background.finish(extracted)
+    expected = engine.VideoScorer(model_path, faces_cfg, score_cfg).load().score(tmp_path / "face.mp4")
+    assert len(scored.faces) == len(expected.faces) > 0
+    np.testing.assert_allclose(scored.faces["score"], expected.faces["score"], rtol=1e-5)
+
+
+def test_a_corrupt_model_fails_when_its_scores_are_needed_not_silently(tmp_path):
+    write_video(tmp_path / "face.mp4")
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a keras archive")
+    scorer = engine.VideoScorer(corrupt, config.FacesConfig(), config.ScoreConfig()).start_loading()
+    with pytest.raises(ModelLoadError, match="corrupt.keras"):
+        list(engine.score_paths([tmp_path / "face.mp4"], scorer, progress=False))
+
+
+def test_scorer_predictions_equal_keras_predict_for_any_batch_size(tmp_path):
+    scorer = engine.VideoScorer(save_tiny_model(tmp_path / "tiny.keras"), config.FacesConfig(),
+                                config.ScoreConfig(batch_size=64)).load()
+    crops = np.random.default_rng(0).integers(0, 256, (70, 160, 160, 3), dtype=np.uint8)
+    for n_crops in (1, 7, 70):  # 70: two batches of 64 and 6
+        expected = np.asarray(scorer.model.predict_on_batch(crops[:n_crops].astype(np.float32))).reshape(-1)
+        np.testing.assert_allclose(scorer.predict(crops[:n_crops]), expected, rtol=1e-5)
