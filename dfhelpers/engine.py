@@ -235,7 +235,8 @@ def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[Sc
     `score.threads` videos are decoded and detected at once in threads (PyAV, OpenCV and torch
     release the GIL), while the model scores finished ones here; the model loads in the
     background meanwhile (VideoScorer.start_loading). One bad video never stops the run: it
-    gets a status. Raises only ModelLoadError, before the first uncached video is yielded.
+    gets a status. Raises only ModelLoadError, before the first uncached video is yielded
+    (also when that video has no face to score).
     """
     bar = tqdm(total=len(paths), unit="video", desc="scoring", disable=not progress, file=sys.stderr)
     in_flight: collections.deque = collections.deque()
@@ -358,7 +359,11 @@ def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoSco
     if isinstance(pending, ScoredVideo):
         scored = pending
     else:
-        scored = scorer.finish(pending.result())
+        extracted = pending.result()
+        # a broken model is an error even when this video needs no score (no face): nothing
+        # uncached is reported before the model is known to load
+        scorer.load()
+        scored = scorer.finish(extracted)
         scored = cache.store(scored) if cache is not None else scored
     bar.update(1)
     bar.set_postfix_str(f"{scored.video}: {scored.status.split(':')[0]}")

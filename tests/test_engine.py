@@ -8,6 +8,7 @@ import pytest
 
 from dfhelpers import config, engine, metadata, scoring
 from dfhelpers.errors import ModelLoadError
+import hostile
 from test_scoring import save_tiny_model, write_video  # the same tiny videos and model
 
 
@@ -108,3 +109,13 @@ def test_scorer_predictions_equal_keras_predict_for_any_batch_size(tmp_path):
     for n_crops in (1, 7, 70):  # 70: two batches of 64 and 6
         expected = np.asarray(scorer.model.predict_on_batch(crops[:n_crops].astype(np.float32))).reshape(-1)
         np.testing.assert_allclose(scorer.predict(crops[:n_crops]), expected, rtol=1e-5)
+
+
+def test_a_corrupt_model_is_an_error_even_when_the_first_video_has_no_face(tmp_path):
+    blank = tmp_path / "blank.mp4"
+    hostile.write_video(blank, hostile.background_frames(4, 64, 48))
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a keras archive")
+    scorer = engine.VideoScorer(corrupt, config.FacesConfig(), config.ScoreConfig())
+    with pytest.raises(ModelLoadError, match="corrupt.keras"):
+        list(engine.score_paths([blank], scorer, progress=False))
