@@ -33,8 +33,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().error("choose a command: predict or evaluate")
-    # TensorFlow's start-up chatter would bury the progress bar; real errors still show
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display needed
     if argv is None:
         _bound_native_memory()
