@@ -110,3 +110,52 @@ def test_unknown_backbone_is_a_config_error_listing_the_choices():
 def test_image_size_below_the_backbone_minimum_is_a_config_error():
     with pytest.raises(ConfigError, match="minimum 75"):
         model.build(TrainConfig(backbone="inception_resnet_v2", image_size=64), crop_size=CROP_SIZE)
+
+
+def _saved_srm_detector(path: Path, image_size: int = CROP_SIZE) -> Path:
+    train = TrainConfig(front_end="srm", image_size=image_size, cnn_filters=(4, 8))
+    model.build(train, crop_size=CROP_SIZE).save(path)
+    return path
+
+
+def test_onnx_export_agrees_with_keras_for_any_batch_size_and_records_the_keras_sha(tmp_path):
+    import onnxruntime
+
+    from dfhelpers import files, onnxfile
+
+    keras_path = _saved_srm_detector(tmp_path / "detector.keras")
+    onnx_path = model.export_onnx(keras_path)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = model.load(keras_path).predict(_crops(5), verbose=0)
+    for n_crops in (1, 5):
+        outputs = session.run(None, {session.get_inputs()[0].name: _crops(5)[:n_crops]})[0]
+        np.testing.assert_allclose(outputs, expected[:n_crops], atol=1e-4)
+    assert onnx_path == tmp_path / "detector.onnx"
+    assert onnxfile.recorded_keras_sha256(session) == files.sha256(keras_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.keras", "detector.onnx"]  # no temporaries
+
+
+def test_onnx_export_of_a_corrupt_keras_file_is_one_line_naming_it_and_writes_nothing(tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a keras archive")
+    with pytest.raises(ModelLoadError, match="corrupt.keras") as raised:
+        model.export_onnx(corrupt, tmp_path / "out.onnx")
+    assert "\n" not in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.keras"]
+
+
+def test_an_onnx_export_that_disagrees_with_keras_is_refused_and_not_written(tmp_path, monkeypatch):
+    keras_path = _saved_srm_detector(tmp_path / "detector.keras")
+    monkeypatch.setattr(model, "ONNX_TOLERANCE", -1.0)  # nothing agrees within a negative tolerance
+    with pytest.raises(ModelLoadError, match="detector.onnx: the ONNX export differs"):
+        model.export_onnx(keras_path)
+    assert not (tmp_path / "detector.onnx").exists()
+
+
+def test_a_model_whose_export_cannot_run_on_onnxruntime_is_a_one_line_error_naming_the_file(tmp_path):
+    # antialiased Resizing (image_size != crop_size) becomes TensorFlow's ScaleAndTranslate, no ONNX op
+    keras_path = _saved_srm_detector(tmp_path / "resized.keras", image_size=32)
+    with pytest.raises(ModelLoadError, match=r"resized.onnx: the ONNX export does not run on onnxruntime") as raised:
+        model.export_onnx(keras_path)
+    assert "\n" not in str(raised.value) and ".tmp" not in str(raised.value)
+    assert not (tmp_path / "resized.onnx").exists()
