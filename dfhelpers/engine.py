@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfhelpers import compat, files, metadata, scoring
+from dfhelpers import files, metadata, onnxfile, scoring
 from dfhelpers.config import Config, FacesConfig, ScoreConfig
 from dfhelpers.errors import DfdetectError, ModelLoadError
 from dfhelpers.scoring import FACE_COLUMNS, predictions_from_faces
@@ -39,26 +39,61 @@ class ScoredVideo:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """Which file scores the crops, on which runtime (see choose_model)."""
+
+    runtime: str  # "onnx" (onnxruntime: no TensorFlow in the process) or "keras"
+    path: Path  # the file that is run
+    keras_path: Optional[Path]  # the Keras model behind it, for explanations (Grad-CAM); None if unknown
+    note: str  # why Keras was chosen when a faster start was possible; "" otherwise
+
+
+def choose_model(model_path: str | Path) -> ModelChoice:
+    """The rule for which model file scores, given what the user passed.
+
+    - `X.onnx`: onnxruntime on it (its .keras, if it is the one exported, serves explanations).
+    - `X.keras` with an up-to-date sidecar `X.onnx` (it records the sha256 of these .keras bytes):
+      onnxruntime on the sidecar.
+    - `X.keras` otherwise (no sidecar, or one from other bytes): Keras, with a note saying how
+      to get the faster start.
+    """
+    model_path = Path(model_path)
+    if model_path.suffix.lower() == ".onnx":
+        keras_path = model_path.with_suffix(".keras")
+        is_pair = onnxfile.fresh_sidecar(keras_path) == model_path
+        return ModelChoice("onnx", model_path, keras_path if is_pair else None, "")
+    sidecar = onnxfile.fresh_sidecar(model_path)
+    if sidecar is not None:
+        return ModelChoice("onnx", sidecar, model_path, "")
+    note = (f"{model_path.name} has no up-to-date {onnxfile.sidecar_path(model_path).name}; "
+            f"run `dfdetect export {model_path}` for a faster start")
+    return ModelChoice("keras", model_path, model_path, note)
+
+
 class VideoScorer:
     """The face detector and the model, loaded on first use, scoring one video at a time.
 
     Frames are sampled, detected and cropped exactly as the face stage does for training
     (dfhelpers.faces.extract_video), and each crop goes through the same JPEG round trip as
     the training crops; all faces of a video then go through the model in one batched call.
+    The model runs on onnxruntime when choose_model finds an ONNX file, else on Keras.
     """
 
     def __init__(self, model_path: str | Path, faces_cfg: FacesConfig, score_cfg: ScoreConfig):
         self.model_path = Path(model_path)
         self.faces_cfg = faces_cfg
         self.score_cfg = score_cfg
-        self._model: Any = None
-        self._predict_batch: Optional[Callable[[np.ndarray], Any]] = None  # the model's traced forward pass
+        self.choice: Optional[ModelChoice] = None  # set by start_loading
+        self._model: Any = None  # the Keras model or the onnxruntime session that scores
+        self._keras_model: Any = None  # for explanations; loaded only when asked for (see `model`)
+        self._predict_batch: Optional[Callable[[np.ndarray], Any]] = None  # the model's forward pass
         self._detector: Any = None
         self._model_loading: Optional[concurrent.futures.Future] = None
         self._lock = threading.Lock()  # extraction threads and the caller may ask for the detector at once
 
     def load(self) -> "VideoScorer":
-        """Load MTCNN and the model; returns when both are ready (start_loading, then wait).
+        """Load the detector and the model; returns when both are ready (start_loading, then wait).
 
         Raises:
             ModelLoadError: the model file is missing or corrupt.
@@ -68,12 +103,13 @@ class VideoScorer:
         return self
 
     def start_loading(self, guard: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> "VideoScorer":
-        """Load MTCNN now and the model in a background thread; returns once the detector is ready.
+        """Load the detector now and the model (choose_model): an ONNX session at once (~10 ms),
+        a Keras model in a background thread; returns once the detector is ready.
 
-        Detection (torch) can start while TensorFlow imports, the model loads and its predict
-        function is traced: on one video that hides most of the model's seconds. torch is imported
-        first (see compat.avoid_triton_after_tensorflow). `guard` wraps the model's loading, e.g.
-        to hold back TensorFlow's native start-up lines. A load failure is raised by `load()`.
+        With Keras, detection can start while TensorFlow imports, the model loads and its predict
+        function is traced: on one video that hides most of the model's seconds. `guard` wraps a
+        Keras load, e.g. to hold back TensorFlow's native start-up lines. A load failure is raised
+        by `load()`.
 
         Raises:
             ModelLoadError: the model file does not exist (checked before seconds of imports).
@@ -81,40 +117,62 @@ class VideoScorer:
         if self._model is not None or self._model_loading is not None:
             return self
         if not self.model_path.is_file():
-            raise ModelLoadError(f"{self.model_path}: model file not found; pass a .keras file saved by notebook 04")
+            raise ModelLoadError(f"{self.model_path}: model file not found; pass a .keras file saved by notebook 04 "
+                                 "or its .onnx export")
         self.load_detector()
+        self.choice = choose_model(self.model_path)
+        if self.choice.runtime == "onnx":
+            self._model_loading = concurrent.futures.Future()
+            try:
+                self._model_loading.set_result(self._load_onnx(self.choice.path))
+            except ModelLoadError as err:
+                self._model_loading.set_exception(err)
+            return self
         loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfdetect-model")
-        self._model_loading = loader.submit(self._load_model, guard)
+        self._model_loading = loader.submit(self._load_keras, guard)
         loader.shutdown(wait=False)  # the thread ends when the model is loaded
         return self
 
     def load_detector(self) -> "VideoScorer":
-        """Load MTCNN (and torch) once; thread-safe."""
+        """Load the face detector once (it sets its own runtime's threads); thread-safe."""
         with self._lock:
             if self._detector is None:
-                compat.avoid_triton_after_tensorflow()
-                import torch
+                from dfhelpers import faces  # imported here: its detector runtime takes time to import
 
-                from dfhelpers import faces  # imported here: torch takes seconds to import
-
-                # MTCNN's R/O-net stages are thousands of tiny ops: with 2 threads on a 2-core machine
-                # that is busy, OpenMP spin-waiting made detection 5x slower (measured: 12 s vs 2 s CPU)
-                torch.set_num_threads(max(1, self.faces_cfg.torch_threads))
                 self._detector = faces.FaceDetector(self.faces_cfg)
         return self
 
     @property
     def model(self) -> Any:
-        """The loaded Keras model (loads detector and model on first use), e.g. for explanations."""
-        return self.load()._model
+        """The Keras model, e.g. for explanations; loaded on first use when the scores come from ONNX.
 
-    def _load_model(self, guard: Callable[[], ContextManager[Any]]) -> tuple[Any, Callable[[np.ndarray], Any]]:
-        from dfhelpers import model  # TensorFlow: seconds to import, after torch (see load_detector)
+        Raises:
+            ModelLoadError: only an .onnx file was given, without the .keras file it was exported from.
+        """
+        self.load()
+        if self._keras_model is None:
+            if self.choice.keras_path is None:
+                raise ModelLoadError(f"{self.model_path}: explanations need the Keras model; pass the .keras "
+                                     "file this .onnx was exported from")
+            from dfhelpers import model  # TensorFlow: seconds to import, only for explanations here
+
+            self._keras_model = model.load(self.choice.keras_path)
+        return self._keras_model
+
+    def _load_keras(self, guard: Callable[[], ContextManager[Any]]) -> tuple[Any, Callable[[np.ndarray], Any]]:
+        from dfhelpers import model  # TensorFlow: seconds to import, after the detector (see compat)
 
         with guard():
             classifier = _check_input_size(model.load(self.model_path), self.model_path, self.faces_cfg.crop_size)
             predict_batch = _traced_forward(classifier, self.faces_cfg.crop_size)
+        self._keras_model = classifier
         return classifier, predict_batch
+
+    def _load_onnx(self, onnx_path: Path) -> tuple[Any, Callable[[np.ndarray], Any]]:
+        # as many intra-op threads as videos are detected at once: the cores the engine keeps busy
+        session = onnxfile.open_session(onnx_path, n_threads=self.score_cfg.threads)
+        onnxfile.check_contract(session, onnx_path, self.faces_cfg.crop_size)
+        return session, lambda crops: onnxfile.predict(session, crops)
 
     def score(self, path: str | Path) -> ScoredVideo:
         """Face scores of one video; a broken file gets a status, never an exception."""

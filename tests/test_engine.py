@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,3 +120,59 @@ def test_a_corrupt_model_is_an_error_even_when_the_first_video_has_no_face(tmp_p
     scorer = engine.VideoScorer(corrupt, config.FacesConfig(), config.ScoreConfig())
     with pytest.raises(ModelLoadError, match="corrupt.keras"):
         list(engine.score_paths([blank], scorer, progress=False))
+
+
+def _save_srm_detector(path):
+    """A small_cnn + SRM detector with random weights: face scores that differ from crop to crop."""
+    from dfhelpers import model
+
+    keras.utils.set_random_seed(0)
+    detector = model.build(config.TrainConfig(front_end="srm", image_size=160, cnn_filters=(4, 8)), crop_size=160)
+    detector.save(path)
+    return path
+
+
+def test_which_model_file_scores_is_the_up_to_date_sidecar_else_keras_with_a_note(tmp_path):
+    from dfhelpers import model
+
+    keras_path = _save_srm_detector(tmp_path / "detector.keras")
+    without = engine.choose_model(keras_path)
+    assert (without.runtime, without.path) == ("keras", keras_path) and "dfdetect export" in without.note
+    onnx_path = model.export_onnx(keras_path)
+    assert engine.choose_model(keras_path) == engine.ModelChoice("onnx", onnx_path, keras_path, "")
+    assert engine.choose_model(onnx_path) == engine.ModelChoice("onnx", onnx_path, keras_path, "")
+    _save_srm_detector(keras_path)  # retrained under the same name: the sidecar is now stale
+    stale = engine.choose_model(keras_path)
+    assert (stale.runtime, stale.path) == ("keras", keras_path) and "no up-to-date detector.onnx" in stale.note
+    assert engine.choose_model(onnx_path) == engine.ModelChoice("onnx", onnx_path, None, "")
+
+
+def test_keras_and_onnx_give_the_same_face_scores_on_a_video(tmp_path):
+    from dfhelpers import model
+
+    write_video(tmp_path / "face.mp4")
+    keras_path = _save_srm_detector(tmp_path / "detector.keras")
+    faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
+    with_keras = engine.VideoScorer(keras_path, faces_cfg, score_cfg).load()
+    by_keras = with_keras.score(tmp_path / "face.mp4")
+    model.export_onnx(keras_path)
+    with_onnx = engine.VideoScorer(keras_path, faces_cfg, score_cfg).load()
+    by_onnx = with_onnx.score(tmp_path / "face.mp4")
+    assert (with_keras.choice.runtime, with_onnx.choice.runtime) == ("keras", "onnx")
+    assert len(by_onnx.faces) == len(by_keras.faces) > 0 and by_keras.faces["score"].std() > 0
+    np.testing.assert_allclose(by_onnx.faces["score"], by_keras.faces["score"], atol=1e-4)
+
+
+def test_explanations_load_keras_behind_an_onnx_scorer_and_name_the_fix_without_it(tmp_path):
+    from dfhelpers import model
+
+    keras_path = _save_srm_detector(tmp_path / "detector.keras")
+    onnx_path = model.export_onnx(keras_path)
+    paired = engine.VideoScorer(keras_path, config.FacesConfig(), config.ScoreConfig()).load()
+    assert paired.choice.runtime == "onnx" and paired.model.name == "small_cnn_detector"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    onnx_alone = onnx_path.rename(alone / "detector.onnx")
+    scorer = engine.VideoScorer(onnx_alone, config.FacesConfig(), config.ScoreConfig()).load()
+    with pytest.raises(ModelLoadError, match="explanations need the Keras model"):
+        scorer.model
