@@ -32,14 +32,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     """
     args = _parser().parse_args(argv)
     if args.command is None:
-        _parser().error("choose a command: predict or evaluate")
+        _parser().error("choose a command: predict, evaluate or export")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display needed
     if argv is None:
         _bound_native_memory()
     from dfhelpers.errors import DfdetectError
 
     try:
-        if args.command == "evaluate":
+        if args.command == "export":
+            code = export(Path(args.model), None if args.out is None else Path(args.out))
+        elif args.command == "evaluate":
             code = evaluate(args.folders, Path(args.model), Path(args.out), config_path=args.config,
                             progress=not args.quiet)
         else:
@@ -69,8 +71,11 @@ def predict(inputs: list[str], model_path: Path, config_path: Optional[str] = No
     faces_cfg, score_cfg = _settings(config_path)
     paths, bad_inputs = expand_inputs(inputs)
     scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg)
-    if paths:  # MTCNN now, the model in the background while the first videos are decoded and detected
+    if paths:  # the detector now; an ONNX model at once, a Keras one while the first videos are detected
         scorer.start_loading(guard=_native_stderr_captured)
+        if explain_dir is not None and scorer.choice.keras_path is None:
+            raise ModelLoadError(f"{model_path}: --explain needs the Keras model; pass the .keras file "
+                                 "this .onnx was exported from")
     elif not model_path.is_file():
         raise ModelLoadError(f"{model_path}: model file not found; pass a .keras file saved by notebook 04")
     width = max([len(Path(p).name) for p in paths] + [len(i) for i, _ in bad_inputs] + [5])
@@ -80,7 +85,8 @@ def predict(inputs: list[str], model_path: Path, config_path: Optional[str] = No
     n_failed, is_started = len(bad_inputs), False
     with _frames_output(frames_to) as frames_file:
         for scored in engine.score_paths(paths, scorer, progress=progress):
-            if not is_started:
+            if not is_started:  # the model loaded: a hint to export is worth giving now, not before an error
+                _say_why_keras(scorer)
                 preamble()
                 is_started = True
             row = _result_row(scored, score_cfg)
@@ -126,12 +132,33 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
         if any(cache.load(path) is None for path in videos["path"]):
             with _native_stderr_captured():
                 scorer.load()  # TensorFlow's start-up lines held back; the progress bar stays visible
+            _say_why_keras(scorer)
         predictions, faces = engine.score_table(videos, scorer, cache, progress=progress)
         metrics = scoring.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=score_cfg.bootstrap,
                                    seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
         scoring.write_evaluation(predictions, faces, metrics, out / name)
         scoring.save_figures(_figures(predictions, metrics, score_cfg.threshold), out / name / "figures")
         print(_report(name, metrics, out / name), flush=True)
+    return EXIT_OK
+
+
+def export(keras_path: Path, onnx_path: Optional[Path] = None) -> int:
+    """Write the ONNX export of a .keras model (default: its sidecar X.onnx), print its path.
+
+    `predict` and `evaluate` then score with onnxruntime: no TensorFlow in the process.
+
+    Raises:
+        ModelLoadError: the .keras file is missing or corrupt, or the export disagrees with Keras.
+    """
+    from dfhelpers.errors import ModelLoadError
+
+    if not keras_path.is_file():
+        raise ModelLoadError(f"{keras_path}: model file not found; pass a .keras file saved by notebook 04")
+    with _native_stderr_captured():  # TensorFlow's start-up lines held back, replayed on failure
+        from dfhelpers import model
+
+        written = model.export_onnx(keras_path, onnx_path)
+    print(written, flush=True)
     return EXIT_OK
 
 
@@ -197,7 +224,9 @@ def _parser() -> argparse.ArgumentParser:
                     "Exit 0: all scored; 1: some input failed; 2: usage, config or model error.")
     predict_cmd.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR",
                              help="video files, or folders scanned for .mp4 .mov .avi .mkv .webm")
-    predict_cmd.add_argument("--model", required=True, metavar="M.keras", help="a model saved by notebook 04")
+    predict_cmd.add_argument("--model", required=True, metavar="M.keras",
+                             help="a model saved by notebook 04 (scored with its up-to-date M.onnx when there is "
+                                  "one, else with Keras), or an M.onnx from `dfdetect export`")
     predict_cmd.add_argument("--json", action="store_true", help="one JSON object per video instead of a table")
     predict_cmd.add_argument("--config", metavar="C.yaml",
                              help="take the faces: and score: settings from this run config (default: built-in)")
@@ -214,12 +243,25 @@ def _parser() -> argparse.ArgumentParser:
                     "method/source when metadata.json names one. Exit 0: measured; 2: usage, config, "
                     "metadata or model error.")
     evaluate_cmd.add_argument("folders", nargs="+", metavar="DIR", help="folders with videos and metadata.json")
-    evaluate_cmd.add_argument("--model", required=True, metavar="M.keras", help="a model saved by notebook 04")
+    evaluate_cmd.add_argument("--model", required=True, metavar="M.keras",
+                              help="a model saved by notebook 04, or its M.onnx from `dfdetect export`")
     evaluate_cmd.add_argument("--out", default="dfdetect-evaluation", metavar="OUT",
                               help="reports, figures and the score cache go here (default: ./dfdetect-evaluation)")
     evaluate_cmd.add_argument("--config", metavar="C.yaml", help="take the faces: and score: settings from this config")
     evaluate_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    export_cmd = commands.add_parser(
+        "export", help="write M.onnx beside M.keras: predict and evaluate then start without TensorFlow",
+        description="Export a trained model to ONNX, verified against Keras on random crops. Models trained "
+                    "by this version already have one. Exit 0: written; 2: missing or corrupt model.")
+    export_cmd.add_argument("model", metavar="M.keras", help="a model saved by notebook 04")
+    export_cmd.add_argument("--out", metavar="X.onnx", help="where to write it (default: M.onnx beside M.keras)")
     return parser
+
+
+def _say_why_keras(scorer: Any) -> None:
+    """One line on stderr when a .keras model is scored with Keras although an export would start faster."""
+    if scorer.choice is not None and scorer.choice.note:
+        print(f"dfdetect: {scorer.choice.note}", file=sys.stderr, flush=True)
 
 
 def _settings(config_path: Optional[str]) -> tuple[Any, Any]:
@@ -281,7 +323,9 @@ def _explain(scored: Any, row: dict[str, Any], scorer: Any, out_dir: Path) -> Pa
     from dfhelpers import explain, plots, scoring
 
     title = f"{scored.video}: {row['verdict']} ({row['score']:.3f})"
-    explained = explain.explain_video(scorer.model, scored.crops, scored.faces, row["track"], title)
+    with _native_stderr_captured():  # Grad-CAM needs Keras: loaded now when the scores came from ONNX
+        keras_model = scorer.model
+    explained = explain.explain_video(keras_model, scored.crops, scored.faces, row["track"], title)
     figure = plots.explanation_strips([explained], explained["method"])
     return scoring.save_figures({Path(scored.video).stem: figure}, out_dir)[0]
 

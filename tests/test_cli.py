@@ -141,3 +141,43 @@ def test_a_corrupt_model_is_a_one_line_error_with_exit_code_2_and_nothing_on_std
     result = run_dfdetect("predict", folder_with_a_broken_file / "face.mp4", "--model", corrupt, "--quiet")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().count("\n") == 0 and "corrupt.keras" in result.stderr
+
+
+def test_export_then_predict_gives_the_same_scores_without_the_hint_to_export(folder_with_a_broken_file, tiny_model):
+    video = folder_with_a_broken_file / "face.mp4"
+    with_keras = run_dfdetect("predict", video, "--model", tiny_model, "--json", "--quiet")
+    hint = [line for line in with_keras.stderr.splitlines() if "dfdetect export" in line]
+    assert with_keras.returncode == 0 and hint == [f"dfdetect: tiny.keras has no up-to-date tiny.onnx; "
+                                                   f"run `dfdetect export {tiny_model}` for a faster start"]
+    exported = run_dfdetect("export", tiny_model)
+    assert exported.returncode == 0 and exported.stdout.strip() == str(tiny_model.with_suffix(".onnx"))
+    with_onnx = run_dfdetect("predict", video, "--model", tiny_model, "--json", "--quiet")
+    assert with_onnx.returncode == 0 and "dfdetect export" not in with_onnx.stderr
+    keras_row, onnx_row = json.loads(with_keras.stdout), json.loads(with_onnx.stdout)
+    assert onnx_row["n_faces"] == keras_row["n_faces"] > 0
+    assert abs(onnx_row["score"] - keras_row["score"]) <= 1e-4
+
+
+@pytest.mark.parametrize("model_suffix", [".keras", ".onnx"])
+def test_predict_with_an_onnx_model_never_imports_tensorflow(folder_with_a_broken_file, tiny_model, model_suffix):
+    from dfhelpers import model
+
+    model.export_onnx(tiny_model)
+    code = ("import sys\nfrom dfhelpers import cli\ncode = cli.main(sys.argv[1:])\n"
+            "print(code, sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
+    arguments = ["predict", folder_with_a_broken_file / "face.mp4", "--model", tiny_model.with_suffix(model_suffix),
+                 "--quiet", "--json"]
+    result = subprocess.run([sys.executable, "-c", code, *map(str, arguments)], capture_output=True, text=True,
+                            timeout=300)
+    assert json.loads(result.stdout.splitlines()[0])["status"] == "ok", result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stderr
+
+
+@pytest.mark.parametrize("content", [None, b"PK\x03\x04 not really a keras archive"], ids=["missing", "corrupt"])
+def test_export_of_a_missing_or_corrupt_model_is_one_line_with_exit_code_2(tmp_path, content):
+    keras_path = tmp_path / "m.keras"
+    if content is not None:
+        keras_path.write_bytes(content)
+    result = run_dfdetect("export", keras_path)
+    assert result.returncode == 2 and result.stdout == "" and not (tmp_path / "m.onnx").exists()
+    assert result.stderr.strip().count("\n") == 0 and f"{keras_path}: " in result.stderr
