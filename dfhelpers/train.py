@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +36,8 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
 
     A complete model whose card matches the current split.csv and train config is not
     retrained. An interrupted run continues after its last finished epoch. Writes
-    cfg.model_path (best epoch, atomically), cfg.history_csv and, last, cfg.model_card.
+    cfg.model_path (best epoch, atomically), cfg.history_csv, its ONNX sidecar (for scoring
+    without TensorFlow) and, last, cfg.model_card.
 
     Args:
         callbacks: extra Keras callbacks, run after ours (a custom progress display, a test's interrupt).
@@ -72,6 +74,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
     card["calibration"] = calibration
+    card["onnx"] = _export_sidecar(cfg)  # after calibration: the export must carry the final temperature
     files.write_json(card, cfg.model_card)
     shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)  # the card now marks the model complete
     return card
@@ -358,6 +361,21 @@ def _card(cfg: Config, split_sha256: str, train_crops: pd.DataFrame, val_crops: 
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
+
+
+def _export_sidecar(cfg: Config) -> dict[str, Any]:
+    """Write cfg.model_path's ONNX sidecar; its name and sha256 for the card, or why there is none.
+
+    A failed export does not fail training: the model still scores with Keras (the engine falls
+    back and says so), and the card and a warning say what went wrong.
+    """
+    try:
+        onnx_path = model.export_onnx(cfg.model_path)
+    except Exception as err:  # noqa: BLE001 - tf2onnx can fail on a layer; the .keras model is still good
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        warnings.warn(f"{cfg.model_path}: no ONNX sidecar ({reason}); scoring will use Keras", stacklevel=2)
+        return {"path": None, "error": reason}
+    return {"path": onnx_path.name, "sha256": files.sha256(onnx_path), "keras_sha256": files.sha256(cfg.model_path)}
 
 
 def _log_loss(labels: np.ndarray, logit: np.ndarray, temperature: float) -> float:

@@ -197,3 +197,22 @@ def test_the_temperature_is_fitted_on_given_val_fakes_when_there_are_any():
     assert train.calibration_examples(given, pseudo) is given
     real_only = given.iloc[:1]
     assert train.calibration_examples(real_only, pseudo) is pseudo
+
+
+def test_fit_writes_an_up_to_date_onnx_sidecar_and_records_it_in_the_card(run_dir):
+    from dfhelpers import files, onnxfile
+
+    cfg = _config(run_dir)
+    card = train.fit(cfg, progress=False)
+    sidecar = cfg.model_path.with_suffix(".onnx")
+    assert onnxfile.fresh_sidecar(cfg.model_path) == sidecar  # exported after calibration: the final bytes
+    assert card["onnx"] == {"path": sidecar.name, "sha256": files.sha256(sidecar),
+                            "keras_sha256": files.sha256(cfg.model_path)}
+
+
+def test_a_model_that_cannot_be_exported_still_trains_and_its_card_says_why(run_dir):
+    cfg = _config(run_dir, image_size=32)  # antialiased resizing: no ONNX equivalent (see model.export_onnx)
+    with pytest.warns(UserWarning, match="no ONNX sidecar"):
+        card = train.fit(cfg, progress=False)
+    assert card["onnx"]["path"] is None and "onnxruntime" in card["onnx"]["error"]
+    assert not cfg.model_path.with_suffix(".onnx").exists() and train.is_trained(cfg)
