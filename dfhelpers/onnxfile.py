@@ -71,8 +71,12 @@ def fresh_sidecar(keras_path: str | Path) -> Optional[Path]:
 
 
 def check_contract(session: Any, onnx_path: Path, crop_size: int) -> Any:
-    """The session, if its model takes (N, crop_size, crop_size, 3) crops and outputs (N, 1); else a ModelLoadError."""
+    """The session, if its model takes (N, crop_size, crop_size, 3) crops for any N and outputs (N, 1);
+    else a ModelLoadError."""
     expected = session.get_inputs()[0].shape
+    if expected and isinstance(expected[0], int):  # all faces of a video go in one call, whatever their number
+        raise ModelLoadError(f"{onnx_path}: the model takes batches of exactly {expected[0]} crops; "
+                             "export it with `dfdetect export MODEL.keras` (a free batch size)")
     sizes = [value if isinstance(value, int) else None for value in expected[1:3]]
     if len(expected) != 4 or (sizes != [crop_size, crop_size] and sizes != [None, None]):
         raise ModelLoadError(f"{onnx_path}: the model takes {expected} inputs but faces.crop_size is {crop_size}; "

@@ -176,3 +176,20 @@ def test_explanations_load_keras_behind_an_onnx_scorer_and_name_the_fix_without_
     scorer = engine.VideoScorer(onnx_alone, config.FacesConfig(), config.ScoreConfig()).load()
     with pytest.raises(ModelLoadError, match="explanations need the Keras model"):
         scorer.model
+
+
+def test_an_onnx_model_with_a_fixed_batch_size_or_another_crop_size_is_refused_naming_the_file(tmp_path):
+    import onnx
+
+    from dfhelpers import model
+
+    onnx_path = model.export_onnx(_save_srm_detector(tmp_path / "detector.keras"))
+    proto = onnx.load(str(onnx_path))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(proto, str(tmp_path / "batch_of_one.onnx"))
+    scorer = engine.VideoScorer(tmp_path / "batch_of_one.onnx", config.FacesConfig(), config.ScoreConfig())
+    with pytest.raises(ModelLoadError, match="batch_of_one.onnx: the model takes batches of exactly 1 crops"):
+        scorer.load()
+    other_size = engine.VideoScorer(onnx_path, config.FacesConfig(crop_size=128), config.ScoreConfig())
+    with pytest.raises(ModelLoadError, match="detector.onnx: the model takes .* but faces.crop_size is 128"):
+        other_size.load()
