@@ -20,6 +20,10 @@ Everything runs in this process, in one run, on the same files and the same mode
 - recall: per sampled frame, whether we kept a face and whether the baseline found one, both
   ways, and the agreement (IoU >= 0.5) of matched faces.
 
+- model call: the same crops of each video through the model on the runtime the engine chose
+  (onnxruntime when M has an up-to-date M.onnx: engine.choose_model) and through Keras
+  (a traced tf.function, as the engine's fallback), median of R.
+
 Speed does not depend on the weights, so --build-model builds the model (weights=None, random)
 when M does not exist; the output says so. Imports and model loading are reported on their
 own lines (benchmarks/bench_startup.py times them from the shell). One line per figure, then
@@ -43,30 +47,42 @@ def main() -> int:
     args = _parser().parse_args()
     machine = _common.machine()
     _common.print_machine(machine)
-    _load_torch_first()
-    from dfhelpers import engine, video
     from dfhelpers.config import FacesConfig, ScoreConfig
 
     faces_cfg, score_cfg = FacesConfig(), ScoreConfig()
+    _load_torch_first(faces_cfg.torch_threads)
+    from dfhelpers import engine, video
+
     paths = _common.find_videos(args.video_dir, args.recursive, args.limit, args.min_height)
     weights_note = _ensure_model(Path(args.model), args.build_model, faces_cfg.crop_size)
     scorer, load_s = _timed(lambda: engine.VideoScorer(Path(args.model), faces_cfg, score_cfg).load())
-    print(f"model: {args.model} ({weights_note}); imports + MTCNN + model load and trace: {load_s:.1f} s "
-          f"(not in any per-video time); {len(paths)} videos", flush=True)
+    print(f"model: {args.model} ({weights_note}) on {scorer.choice.runtime} ({scorer.choice.path.name}); imports + "
+          f"MTCNN + model load: {load_s:.1f} s (not in any per-video time); {len(paths)} videos", flush=True)
     sampled = {p.name: video.sample_indices(video.probe(p).n_frames, faces_cfg) for p in paths}
     floors = _common.decode_floor(paths, sampled, args.repeats)
     baseline = _SameFrames(scorer, args.baseline_threads)
     _timed(lambda: (scorer.score(paths[0]), baseline.score(paths[0], sampled[paths[0].name][:4])))  # warm-up
     ours = {p.name: _ours_alone(scorer, p, args.repeats) for p in paths}
     same_frames = {p.name: baseline.timed(p, sampled[p.name], args.repeats) for p in paths}
-    folder_s = statistics.median(_timed(lambda: list(engine.score_paths(paths, scorer, progress=False)))[1]
-                                 for _ in range(max(1, args.repeats))) / len(paths)
+    folder_runs = [_timed(lambda: list(engine.score_paths(paths, scorer, progress=False)))[1] / len(paths)
+                   for _ in range(max(1, args.repeats))]
+    folder_s = statistics.median(folder_runs)
+    model_calls = _model_calls(scorer, [ours[p.name]["scored"].crops for p in paths], args.repeats)
     original = _OriginalLoop(scorer.model, args.baseline_frames)
     as_original = {p.name: original.score(p) for p in paths}
     our_faces = _faces_table(ours)
     recall = _common.measure_recall(our_faces, {name: b["detections"] for name, b in same_frames.items()})
     summary = _summarize(paths, floors, ours, folder_s, same_frames, as_original, recall, load_s, args,
                          faces_cfg, score_cfg, weights_note)
+    print(f"ours, spread of repeats: whole folder {min(folder_runs):.2f}-{max(folder_runs):.2f} s/video; one video "
+          + ", ".join(f"{name} {min(o['runs']):.2f}-{max(o['runs']):.2f} s" for name, o in ours.items()))
+    print(f"model call per video ({model_calls['faces_per_video']:.0f} faces, median of {args.repeats}): "
+          f"{scorer.choice.runtime} {model_calls['engine_s'] * 1000:.0f} ms, keras {model_calls['keras_s'] * 1000:.0f} ms; "
+          f"max |P(FAKE) difference| {model_calls['max_difference']:.1e}", flush=True)
+    summary.update({"runtime": scorer.choice.runtime, "model_call": model_calls,
+                    "ours_folder_min_max_s_per_video": [round(min(folder_runs), 3), round(max(folder_runs), 3)],
+                    "ours_one_video_min_max_s": {name: [round(min(o["runs"]), 3), round(max(o["runs"]), 3)]
+                                                 for name, o in ours.items()}})
     _common.write_result({**summary, "machine": _common.finish_machine(machine)}, args.out)
     return 0
 
@@ -147,7 +163,29 @@ class _OriginalLoop:
 
 def _ours_alone(scorer, path: Path, repeats: int) -> dict:
     runs = [_timed(lambda: scorer.score(path)) for _ in range(max(1, repeats))]
-    return {"seconds": statistics.median(seconds for _, seconds in runs), "scored": runs[0][0]}
+    return {"seconds": statistics.median(seconds for _, seconds in runs), "scored": runs[0][0],
+            "runs": [seconds for _, seconds in runs]}
+
+
+def _model_calls(scorer, crops_per_video: list[np.ndarray], repeats: int) -> dict:
+    """Seconds per video of the engine's model call and of Keras' on the same crops, and their largest difference."""
+    import tempfile
+
+    from dfhelpers import engine
+
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as folder:  # a copy without a sidecar: Keras
+        keras_copy = Path(folder) / "keras_only.keras"
+        keras_copy.write_bytes(scorer.choice.keras_path.read_bytes())
+        keras_scorer = engine.VideoScorer(keras_copy, scorer.faces_cfg, scorer.score_cfg).load()
+    crops_per_video = [crops for crops in crops_per_video if len(crops)]
+    timings = {}
+    for name, runner in (("engine_s", scorer), ("keras_s", keras_scorer)):
+        runner.predict(crops_per_video[0])  # warm-up
+        timings[name] = statistics.median(_timed(lambda: [runner.predict(crops) for crops in crops_per_video])[1]
+                                          for _ in range(max(1, repeats))) / len(crops_per_video)
+    difference = max(float(np.abs(scorer.predict(crops) - keras_scorer.predict(crops)).max()) for crops in crops_per_video)
+    return {**{name: round(value, 4) for name, value in timings.items()}, "max_difference": difference,
+            "faces_per_video": float(np.mean([len(crops) for crops in crops_per_video]))}
 
 
 def _faces_table(ours: dict):
@@ -216,9 +254,16 @@ def _ensure_model(model_path: Path, build_backbone: str | None, crop_size: int) 
     return f"{build_backbone}, weights=None (random): built here, speed does not depend on the weights"
 
 
-def _load_torch_first() -> None:
-    """torch (with Triton) before TensorFlow: the other order segfaults in this environment."""
+def _load_torch_first(torch_threads: int) -> None:
+    """torch (with Triton) before TensorFlow: the other order segfaults in this environment.
+
+    With faces.torch_threads threads, as the face detector sets them for itself (spin-waiting
+    OpenMP threads made detection 5x slower on a busy 2-core machine).
+    """
+    import torch
     import torchvision.ops  # noqa: F401
+
+    torch.set_num_threads(max(1, torch_threads))
 
 
 def _timed(work):

@@ -3,10 +3,15 @@
     .venv/bin/python benchmarks/bench_startup.py VIDEO --model M.keras [--folder DIR] [--folder-videos 50]
         [--min-height 720] [--repeats R] [--out FILE.json]
 
-- phases: in a fresh interpreter, the time to import the CLI, torch and facenet-pytorch, to
-  load MTCNN, to import TensorFlow, to load the model and trace its predict function, and to
-  score VIDEO (first time, then again warm: the per-video work); run one after the other (the
-  CLI overlaps the TensorFlow half with the first video), median of R interpreters.
+- phases: in a fresh interpreter, the time (and RSS after it) to import the CLI, to import
+  onnxruntime, OpenCV and PyAV, to import torch and facenet-pytorch, to load MTCNN, to load the
+  model (an ONNX session when M has an up-to-date M.onnx or is one: engine.choose_model; else
+  importing TensorFlow, loading and tracing the Keras model), and to score VIDEO (first time,
+  then again warm: the per-video work); one after the other, median of R interpreters. The
+  torch phases are reported apart, so start-up without torch (a detector on onnxruntime) can
+  be read off: start-up minus import_torch and load_mtcnn.
+- torch runs with --torch-threads threads (OMP_NUM_THREADS in the children), as the face
+  detector sets them for itself (faces.torch_threads).
 - shell: `dfdetect predict VIDEO --model M --json --quiet` R times: seconds from the command's
   start to its first result line and to its exit; start-up = time to the first result minus
   the warm per-video work; the process's peak RSS (wait4).
@@ -38,29 +43,33 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 # runs in a fresh interpreter: the sequential cost of each phase, one JSON line
 PHASES = r"""
-import json, sys, time
-started = time.perf_counter()
-marks = {}
+import json, resource, sys, time
+started, cpu_started = time.perf_counter(), time.process_time()
+marks, cpu, rss = {}, {}, {}
 def mark(name):
-    global started
-    now = time.perf_counter(); marks[name] = round(now - started, 3); started = now
+    global started, cpu_started
+    now, cpu_now = time.perf_counter(), time.process_time()
+    marks[name], cpu[name] = round(now - started, 3), round(cpu_now - cpu_started, 3)
+    started, cpu_started = now, cpu_now
+    rss[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 import dfhelpers.cli
 mark("import_cli")
+import onnxruntime, cv2, av
+mark("import_onnxruntime")
 import torch, facenet_pytorch
 mark("import_torch")
 from dfhelpers import config, engine
 scorer = engine.VideoScorer(sys.argv[2], config.FacesConfig(), config.ScoreConfig())
 scorer.load_detector()
 mark("load_mtcnn")
-import tensorflow
-mark("import_tensorflow")
 scorer.load()
 mark("load_model")
 scorer.score(sys.argv[1])
 mark("first_video")
 scorer.score(sys.argv[1])
 mark("video_warm")
-print(json.dumps(marks))
+print(json.dumps({"marks": marks, "cpu_s": cpu, "peak_rss_mb": rss, "runtime": scorer.choice.runtime,
+                  "tensorflow_imported": "tensorflow" in sys.modules}))
 """
 
 
@@ -68,17 +77,30 @@ def main() -> None:
     args = _parser().parse_args()
     machine = _common.machine()
     _common.print_machine(machine)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
-    phases = _median_dicts([_phases(args.video, args.model, env) for _ in range(args.repeats)])
-    print("phases, one after the other (median of {}): {}".format(
-        args.repeats, ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items())), flush=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": str(args.torch_threads)}
+    phase_runs = [_phases(args.video, args.model, env) for _ in range(args.repeats)]
+    phases = _median_dicts([run["marks"] for run in phase_runs])
+    phase_rss = _median_dicts([run["peak_rss_mb"] for run in phase_runs])
+    phase_cpu = _median_dicts([run["cpu_s"] for run in phase_runs])
+    runtime = {"runtime": phase_runs[0]["runtime"], "tensorflow_imported": phase_runs[0]["tensorflow_imported"]}
+    print("phases, one after the other (median of {}; model on {runtime}, TensorFlow imported {tensorflow_imported}): "
+          "{}".format(args.repeats, ", ".join(f"{name} {seconds:.2f} s ({_spread(phase_runs, name)})"
+                                             for name, seconds in phases.items()), **runtime), flush=True)
+    # CPU seconds depend less than wall seconds on what else runs on a shared machine
+    print("CPU seconds per phase (median): " + ", ".join(f"{name} {value:.2f} s" for name, value in phase_cpu.items()),
+          flush=True)
+    print("peak RSS after each phase: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in phase_rss.items()), flush=True)
     shell = [_shell_run([args.video], args.model, env) for _ in range(args.repeats)]
     first_s = statistics.median(run["first_result_s"] for run in shell)
     startup_s = first_s - phases["video_warm"]
-    print(f"dfdetect predict one video from the shell: first result after {first_s:.2f} s, exit after "
-          f"{statistics.median(run['exit_s'] for run in shell):.2f} s (median of {args.repeats}); start-up "
-          f"{startup_s:.2f} s = first result - per-video work {phases['video_warm']:.2f} s; peak RSS "
-          f"{statistics.median(run['peak_rss_mb'] for run in shell):.0f} MB", flush=True)
+    torch_s = phases["import_torch"] + phases["load_mtcnn"]
+    print(f"dfdetect predict one video from the shell: first result after {first_s:.2f} s "
+          f"({_spread(shell, 'first_result_s')}), exit after {statistics.median(run['exit_s'] for run in shell):.2f} s "
+          f"(median of {args.repeats}); start-up {startup_s:.2f} s = first result - per-video work "
+          f"{phases['video_warm']:.2f} s; without torch's import and MTCNN load ({torch_s:.2f} s) "
+          f"{startup_s - torch_s:.2f} s; peak RSS {statistics.median(run['peak_rss_mb'] for run in shell):.0f} MB; "
+          f"CPU {statistics.median(run['cpu_s'] for run in shell):.1f} s", flush=True)
     light = {"help": _light_run(["--help"], env), "usage_error": _light_run(["predict", str(args.video)], env)}
     print("without work: " + "; ".join(f"{name} {run['seconds']:.2f} s, torch imported {run['torch']}, TensorFlow "
                                        f"imported {run['tensorflow']}" for name, run in light.items()), flush=True)
@@ -86,10 +108,14 @@ def main() -> None:
     print(f"dfdetect predict on a folder of {folder['videos']} videos: peak RSS {folder['peak_rss_mb']:.0f} MB, RSS after "
           f"video {folder['quarter']} {folder['rss_quarter_mb']:.0f} MB and after the last {folder['rss_end_mb']:.0f} MB "
           f"({folder['growth_mb_per_video']:+.1f} MB/video); {folder['seconds']:.1f} s in all", flush=True)
-    summary = {"benchmark": "bench_startup", "repeats": args.repeats, "phases_s": phases,
-               "first_result_s": round(first_s, 2), "startup_s": round(startup_s, 2),
+    summary = {"benchmark": "bench_startup", "repeats": args.repeats, **runtime, "torch_threads": args.torch_threads,
+               "phases_s": phases, "phases_min_max_s": {name: _min_max(phase_runs, name) for name in phases},
+               "phases_cpu_s": phase_cpu, "phase_peak_rss_mb": phase_rss,
+               "first_result_s": round(first_s, 2), "first_result_min_max_s": _min_max(shell, "first_result_s"),
+               "startup_s": round(startup_s, 2), "startup_without_torch_s": round(startup_s - torch_s, 2),
                "per_video_s": phases["video_warm"],
                "exit_s": round(statistics.median(run["exit_s"] for run in shell), 2),
+               "one_video_cpu_s": statistics.median(run["cpu_s"] for run in shell),
                "one_video_peak_rss_mb": round(statistics.median(run["peak_rss_mb"] for run in shell)),
                "without_work": light, "folder": folder}
     _common.write_result({**summary, "machine": _common.finish_machine(machine)}, args.out)
@@ -101,6 +127,16 @@ def _phases(video: Path, model: Path, env: dict) -> dict[str, float]:
     if result.returncode != 0:
         sys.exit(f"the phase run failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _min_max(runs: list[dict], name: str) -> list[float]:
+    values = [run["marks"][name] if "marks" in run else run[name] for run in runs]
+    return [round(min(values), 3), round(max(values), 3)]
+
+
+def _spread(runs: list[dict], name: str) -> str:
+    low, high = _min_max(runs, name)
+    return f"{low:.2f}-{high:.2f}"
 
 
 def _shell_run(inputs: list[Path], model: Path, env: dict, on_line=None) -> dict:
@@ -123,7 +159,8 @@ def _shell_run(inputs: list[Path], model: Path, env: dict, on_line=None) -> dict
     if os.waitstatus_to_exitcode(status) not in (0, 1) or first_result_s is None:
         sys.exit(f"{' '.join(command)} failed:\n{''.join(stderr)[-2000:]}")
     process.returncode = os.waitstatus_to_exitcode(status)
-    return {"first_result_s": first_result_s, "exit_s": exit_s, "peak_rss_mb": usage.ru_maxrss / 1024, "lines": n_lines}
+    return {"first_result_s": first_result_s, "exit_s": exit_s, "peak_rss_mb": usage.ru_maxrss / 1024, "lines": n_lines,
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
 
 
 def _light_run(arguments: list[str], env: dict) -> dict:
@@ -151,7 +188,8 @@ def _folder_run(args: argparse.Namespace, env: dict) -> dict:
     growth = (rss_after[-1] - rss_after[quarter - 1]) / max(1, len(rss_after) - quarter)
     return {"videos": args.folder_videos, "distinct_videos": min(len(sources), args.folder_videos),
             "peak_rss_mb": round(run["peak_rss_mb"]), "quarter": quarter, "rss_quarter_mb": round(rss_after[quarter - 1]),
-            "rss_end_mb": round(rss_after[-1]), "growth_mb_per_video": round(growth, 2), "seconds": round(run["exit_s"], 1),
+            "rss_end_mb": round(rss_after[-1]), "growth_mb_per_video": round(growth, 2),
+            "seconds": round(run["exit_s"], 1), "cpu_s": run["cpu_s"],
             "rss_after_each_video_mb": [round(value) for value in rss_after]}
 
 
@@ -172,7 +210,10 @@ def _median_dicts(runs: list[dict[str, float]]) -> dict[str, float]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video", type=Path, help="the one video timed from the shell")
-    parser.add_argument("--model", type=Path, required=True, help="a .keras model per the model contract")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="a .keras model per the model contract (with or without its M.onnx), or an M.onnx")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads (OMP_NUM_THREADS) in the children, as faces.torch_threads (default 1)")
     parser.add_argument("--folder", type=Path, default=None, help="videos for the memory run (default: VIDEO)")
     parser.add_argument("--folder-videos", type=int, default=50, help="videos in the memory run (symlinks, cycled)")
     parser.add_argument("--min-height", type=int, default=0, help="only --folder videos at least this high")
