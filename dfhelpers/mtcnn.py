@@ -466,10 +466,11 @@ def _crops(sums: np.ndarray, boxes: np.ndarray, image_inds: np.ndarray,
     x, y, ex, ey, image_inds = x[has_pixels], y[has_pixels], ex[has_pixels], ey[has_pixels], image_inds[has_pixels]
     row_first, row_end = _bins(y - 1, ey - y + 1, size)  # facenet crops rows y - 1 .. ey - 1
     col_first, col_end = _bins(x - 1, ex - x + 1, size)
-    image = image_inds[:, None, None]
+    flat = sums.reshape(-1, sums.shape[3])  # one flat index per corner: much faster than three index arrays
+    image_rows = (image_inds * (height + 1))[:, None, None]
 
     def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return sums[image, rows[:, :, None], cols[:, None, :]]
+        return np.take(flat, ((image_rows + rows[:, :, None]) * (width + 1) + cols[:, None, :]), axis=0)
 
     totals = corner(row_end, col_end) - corner(row_first, col_end) - corner(row_end, col_first) + \
         corner(row_first, col_first)
