@@ -299,7 +299,8 @@ class _GraphBuilder:
         side: list[Any] = ["height", "width"] if spatial else [size, size]
         image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, *side])
         out_shape = (lambda n: ["batch", n, "out_height", "out_width"]) if spatial else (lambda n: ["batch", n])
-        results = [helper.make_tensor_value_info(name, TensorProto.FLOAT, out_shape(channels[name])) for name in outputs]
+        results = [helper.make_tensor_value_info(name, TensorProto.FLOAT, out_shape(channels[name]))
+                   for name in outputs]
         graph = helper.make_graph(self.nodes, "mtcnn", [image], results, self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
         model.ir_version = 8  # onnxruntime reads IR 8 onwards; onnx 1.23 would write a newer one
