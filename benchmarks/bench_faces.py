@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python benchmarks/bench_faces.py VIDEO_DIR [--recursive] [--limit N] [--min-height 720]
-        [--repeats R] [--baseline-frames K] [--out FILE.json]
+        [--repeats R] [--baseline-frames K] [--runtime onnxruntime|torch] [--no-redetect-misses] [--out FILE.json]
 
 Everything runs in this process tree, in one run, on the same files:
 
@@ -40,8 +40,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-from facenet_pytorch import MTCNN
 from PIL import Image
 
 import _common
@@ -54,13 +52,16 @@ def main() -> None:
     _common.print_machine(machine)
     paths = _common.find_videos(args.video_dir, args.recursive, args.limit, args.min_height)
     scratch = Path(tempfile.mkdtemp(prefix="bench_faces_"))
-    cfg = config.from_dict({"work_dir": str(scratch / "ours_0"), "data_dirs": []}, base_dir=scratch)
+    faces_settings = {"mtcnn_runtime": args.runtime, "redetect_misses": args.redetect_misses}
+    cfg = config.from_dict({"work_dir": str(scratch / "ours_0"), "data_dirs": [], "faces": faces_settings},
+                           base_dir=scratch)
     sampled = {p.name: video.sample_indices(video.probe(p).n_frames, cfg.faces) for p in paths}
     print(f"{len(paths)} videos, {describe_sizes(paths)}; {cfg.faces.frames_per_video} sampled frames per video, "
-          f"detect_size {cfg.faces.detect_size}, thresholds {cfg.faces.thresholds}, {cfg.faces.workers} workers",
+          f"detect_size {cfg.faces.detect_size}, thresholds {cfg.faces.thresholds}, {cfg.faces.workers} workers, "
+          f"MTCNN on {cfg.faces.mtcnn_runtime}, redetect_misses {cfg.faces.redetect_misses}",
           flush=True)
     floors = _common.decode_floor(paths, sampled, args.repeats)
-    stage = run_stage(paths, scratch, args.repeats)
+    stage = run_stage(paths, scratch, args.repeats, faces_settings)
     single = {p.name: one_video_alone(p, cfg.faces, args.repeats) for p in paths}
     baseline = run_baseline(paths, sampled, cfg.faces, scratch / "baseline", args.repeats)
     original = {p.name: run_original(p, scratch / "original", args.baseline_frames) for p in paths}
@@ -76,6 +77,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="passes of each timed method (median reported)")
     parser.add_argument("--baseline-frames", type=int, default=20, metavar="K",
                         help="the as-original loop runs the first K frames of each video, extrapolated to all")
+    parser.add_argument("--runtime", choices=["onnxruntime", "torch"], default=config.FacesConfig().mtcnn_runtime,
+                        help="faces.mtcnn_runtime of our stage (the baseline is always facenet-pytorch)")
+    parser.add_argument("--redetect-misses", action=argparse.BooleanOptionalAction,
+                        default=config.FacesConfig().redetect_misses,
+                        help="faces.redetect_misses of our stage (--no-redetect-misses: the detect_size copy only)")
     _common.add_video_arguments(parser)
     return parser.parse_args()
 
@@ -87,16 +93,18 @@ def describe_sizes(paths: list[Path]) -> str:
         f", {statistics.median(i.n_frames for i in infos):.0f} frames (median)"
 
 
-def run_stage(paths: list[Path], scratch: Path, repeats: int) -> dict:
-    """Our stage with the default faces config on a warm pool: wall time of each of `repeats` runs."""
+def run_stage(paths: list[Path], scratch: Path, repeats: int, faces_settings: dict) -> dict:
+    """Our stage with the default faces config and faces_settings on a warm pool: wall time of each of `repeats` runs."""
     videos = pd.DataFrame({"video": [p.name for p in paths], "path": [str(p) for p in paths], "label": "?"})
     walls, cfg = [], None
-    with faces.local_executor(config.FacesConfig()) as pool:
+    with faces.local_executor(config.FacesConfig(**faces_settings)) as pool:
         started = time.perf_counter()
-        list(pool.map(time.sleep, [2.0] * config.FacesConfig().workers))  # start every worker, load MTCNN
+        n_workers = config.FacesConfig(**faces_settings).workers
+        list(pool.map(time.sleep, [2.0] * n_workers))  # start every worker, load MTCNN
         warmup_s = time.perf_counter() - started
         for repeat in range(max(1, repeats)):
-            cfg = config.from_dict({"work_dir": str(scratch / f"ours_{repeat}"), "data_dirs": []}, base_dir=scratch)
+            cfg = config.from_dict({"work_dir": str(scratch / f"ours_{repeat}"), "data_dirs": [],
+                                    "faces": faces_settings}, base_dir=scratch)
             started = time.perf_counter()
             faces.run_stage(cfg, videos, executor=pool)
             walls.append(time.perf_counter() - started)
@@ -107,6 +115,9 @@ def run_stage(paths: list[Path], scratch: Path, repeats: int) -> dict:
 
 def one_video_alone(path: Path, faces_cfg: config.FacesConfig, repeats: int) -> dict:
     """One video through extract_video + JPEG encoding in this process, one torch thread (as a worker)."""
+    if faces_cfg.mtcnn_runtime == "torch":
+        import torch  # noqa: F401  - loaded first, so torch_threads restores the baseline's threads afterwards
+
     with faces.torch_threads(faces_cfg.torch_threads):
         detector = faces.FaceDetector(faces_cfg)
         cv2.setNumThreads(1)
@@ -123,6 +134,9 @@ def one_video_alone(path: Path, faces_cfg: config.FacesConfig, repeats: int) -> 
 def run_baseline(paths: list[Path], sampled: dict[str, list[int]], faces_cfg: config.FacesConfig,
                  out_dir: Path, repeats: int) -> dict:
     """The same sampled frames through full-resolution per-frame MTCNN (default thresholds), crops saved."""
+    import torch
+    from facenet_pytorch import MTCNN  # here, not at the top: spawned stage workers re-import this file
+
     mtcnn = MTCNN(image_size=faces_cfg.crop_size, margin=faces_cfg.margin, keep_all=True, device="cpu")
     _baseline_video(mtcnn, paths[0], sampled[paths[0].name][:4], out_dir)  # warm-up
     seconds, detections = {}, {}
@@ -149,6 +163,8 @@ def _baseline_video(mtcnn: MTCNN, path: Path, indices: list[int], out_dir: Path)
 
 def run_original(path: Path, out_dir: Path, max_frames: int) -> dict:
     """The original loop: OpenCV reads every frame, MTCNN detects and saves faces at full resolution."""
+    from facenet_pytorch import MTCNN
+
     mtcnn = MTCNN(margin=50, keep_all=True, thresholds=[0.9, 0.9, 0.9], device="cpu")
     capture = cv2.VideoCapture(str(path))
     n_total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -173,6 +189,8 @@ def summarize(paths, floors, stage, single, baseline, original, recall, args, fa
     sampled_s = _common.mean(f["sampled_frames_s"] for f in floors.values())
     stage_s = statistics.median(stage["walls"]) / n
     single_s = _common.mean(s["seconds"] for s in single.values())
+    single_spread = [statistics.median(s["seconds"] for s in single.values()),
+                     min(s["seconds"] for s in single.values()), max(s["seconds"] for s in single.values())]
     own_ratio = _common.mean(single[p.name]["seconds"] / floors[p.name]["every_frame_s"] for p in paths)
     baseline_s = _common.mean(baseline["seconds"].values())
     original_s = _common.mean(o["seconds"] for o in original.values())
@@ -183,7 +201,8 @@ def summarize(paths, floors, stage, single, baseline, original, recall, args, fa
           f"{', '.join(f'{w:.1f}' for w in stage['walls'])} s) = {stage_s / every:.2f}x the every-frame floor, "
           f"{stage_s / sampled_s:.2f}x the sampled-frames floor; statuses {statuses}")
     print(f"ours, one video in one worker: {single_s:.2f} s/video (CPU {_common.mean(s['cpu_s'] for s in single.values()):.2f} s)"
-          f" = {own_ratio:.2f}x its own every-frame floor (mean over videos)")
+          f" = {own_ratio:.2f}x its own every-frame floor (mean over videos); median {single_spread[0]:.2f} s, "
+          f"{single_spread[1]:.2f}-{single_spread[2]:.2f} s over videos")
     print(f"baseline, the same sampled frames through full-resolution MTCNN ({baseline['threads']} torch threads): "
           f"{baseline_s:.2f} s/video = {baseline_s / stage_s:.1f}x our stage, {baseline_s / single_s:.1f}x one video alone")
     print(f"as original, every frame at full resolution (extrapolated from {args.baseline_frames} frames): "
@@ -198,10 +217,12 @@ def summarize(paths, floors, stage, single, baseline, original, recall, args, fa
     return {"benchmark": "bench_faces", "videos": n, "sizes": describe_sizes(paths),
             "frames_per_video": faces_cfg.frames_per_video, "detect_size": faces_cfg.detect_size,
             "thresholds": list(faces_cfg.thresholds), "workers": stage["workers"], "repeats": args.repeats,
+            "mtcnn_runtime": faces_cfg.mtcnn_runtime, "redetect_misses": faces_cfg.redetect_misses,
             "floor_every_frame_s_per_video": round(every, 3), "floor_sampled_frames_s_per_video": round(sampled_s, 3),
             "ours_stage_s_per_video": round(stage_s, 3), "ours_stage_vs_every_frame_floor": round(stage_s / every, 2),
             "ours_stage_vs_sampled_floor": round(stage_s / sampled_s, 2),
             "ours_one_video_one_worker_s": round(single_s, 3), "ours_one_video_vs_own_floor": round(own_ratio, 2),
+            "ours_one_video_one_worker_s_median_min_max": [round(x, 3) for x in single_spread],
             "baseline_same_frames_s_per_video": round(baseline_s, 2), "speedup_vs_baseline": round(baseline_s / stage_s, 1),
             "original_every_frame_s_per_video": round(original_s, 1), "original_extrapolated_from_frames": args.baseline_frames,
             "speedup_vs_original": round(original_s / stage_s, 1),

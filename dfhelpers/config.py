@@ -90,8 +90,16 @@ class FacesConfig:
     # last box: 32 frames of a 10 s video are 0.3 s apart, too far for box overlap on a turning head
     track_max_shift: float = 1.0
     jpeg_quality: int = 95  # OpenCV's default, what the original save_path wrote; small artefacts
+    # a sampled frame without a face on the detect_size copy is detected again at full resolution:
+    # small or dim faces the copy loses are found, and only such frames pay (recall on real footage)
+    redetect_misses: bool = True
+    # "onnxruntime": facenet-pytorch's weights and cascade in dfhelpers.mtcnn, no torch in the process
+    # (0.2 s to import instead of ~4 s, ~550 MB less); "torch": facenet-pytorch itself; the same faces
+    mtcnn_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     workers: int = 2  # local processes; each loads MTCNN once
-    torch_threads: int = 1  # per worker: workers x threads should not exceed the cores
+    # MTCNN's threads per worker (torch's or onnxruntime's intra-op threads): workers x threads
+    # should not exceed the cores
+    torch_threads: int = 1
     scheduler: Optional[str] = None  # Dask scheduler address (tcp://host:8786) to run on a cluster
 
 

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,9 +38,13 @@ STATUS_COLUMNS = ["video", "status", "frames_read", "n_faces", "seconds"]
 MANIFEST_COLUMNS = ["kind", *CROP_COLUMNS, "status", "frames_read", "n_faces", "seconds"]
 INT_COLUMNS = ["frame", "face", "track", "frames_read", "n_faces"]
 # settings that change which crops are written; the others (workers, threads, batch size,
-# scheduler) only change the speed, so a resumed run may change them freely
+# scheduler, mtcnn_runtime: both runtimes find the same boxes to 1e-3 px) only change the speed,
+# so a resumed run may change them freely
 OUTPUT_SETTINGS = ("sampling", "frames_per_video", "every_k", "detect_size", "thresholds", "min_face_size",
-                   "min_face_prob", "margin", "crop_size", "max_faces_per_frame", "track_max_shift", "jpeg_quality")
+                   "min_face_prob", "margin", "crop_size", "max_faces_per_frame", "track_max_shift", "jpeg_quality",
+                   "redetect_misses")
+# what a run folder made before a setting existed was made with (its crop_settings.json lacks the key)
+SETTINGS_BEFORE_THEY_EXISTED = {"redetect_misses": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,17 +81,29 @@ class FaceDetector:
 
     Boxes come back in full-resolution pixels. Detecting on a copy whose longest side is
     `detect_size` (640 px for 1080p: 1/9 of the pixels) is what makes the stage cheap; faces
-    smaller than `min_face_size` x (full size / detect_size) are not found.
+    smaller than `min_face_size` x (full size / detect_size) are not found there, so with
+    `redetect_misses` a frame without a face is detected again at full resolution (only misses
+    pay for it). The nets run on onnxruntime (dfhelpers.mtcnn, no torch in the process) or, with
+    `mtcnn_runtime: torch`, in facenet-pytorch itself; both give the same faces.
     """
 
     def __init__(self, faces_cfg: FacesConfig):
-        compat.avoid_triton_after_tensorflow()  # a notebook may have loaded TensorFlow first
-        from facenet_pytorch import MTCNN  # imported here: torch is heavy and only detection needs it
-
         self.faces_cfg = faces_cfg
-        # select_largest: faces come back largest first, as in the original keep_all workflow
-        self._mtcnn = MTCNN(keep_all=True, thresholds=list(faces_cfg.thresholds),
-                            min_face_size=faces_cfg.min_face_size, select_largest=True, device="cpu")
+        if faces_cfg.mtcnn_runtime == "torch":
+            compat.avoid_triton_after_tensorflow()  # a notebook may have loaded TensorFlow first
+            import torch
+            from facenet_pytorch import MTCNN  # imported here: torch is heavy and only this runtime needs it
+
+            # MTCNN's R/O-net stages are thousands of tiny ops: more threads than free cores made
+            # detection 5x slower on a busy 2-core machine (OpenMP spin-waiting)
+            torch.set_num_threads(max(1, faces_cfg.torch_threads))
+            # select_largest: faces come back largest first, as in the original keep_all workflow
+            self._mtcnn = MTCNN(keep_all=True, thresholds=list(faces_cfg.thresholds),
+                                min_face_size=faces_cfg.min_face_size, select_largest=True, device="cpu")
+        else:
+            from dfhelpers import mtcnn
+
+            self._mtcnn = mtcnn.Mtcnn(faces_cfg.thresholds, faces_cfg.min_face_size, threads=faces_cfg.torch_threads)
 
     def detect(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per frame: boxes (k, 4) float32 full-resolution x1, y1, x2, y2 and probs (k,) float32.
@@ -123,10 +140,21 @@ class FaceDetector:
             small = np.stack(frames)
         else:  # INTER_AREA: the anti-aliased downscale that keeps small faces detectable
             small = np.stack([cv2.resize(f, small_size, interpolation=cv2.INTER_AREA) for f in frames])
-        batch_boxes, batch_probs, batch_points = self._mtcnn.detect(small, landmarks=True)
         to_full = np.array([width / small_size[0], height / small_size[1]] * 2, dtype=np.float32)
-        return [self._keep(boxes, probs, points, to_full, frames[0].shape)
-                for boxes, probs, points in zip(batch_boxes, batch_probs, batch_points)]
+        found = [self._keep(*detection, to_full, frames[0].shape) for detection in self._run_mtcnn(small)]
+        misses = [i for i, (boxes, _, _) in enumerate(found) if not len(boxes)]
+        if misses and self.faces_cfg.redetect_misses and small_size != (width, height):
+            same = np.ones(4, dtype=np.float32)
+            for i in misses:  # one at a time: a batch of full-resolution pyramids would cost GBs
+                [detection] = self._run_mtcnn(frames[i][None])
+                found[i] = self._keep(*detection, same, frames[0].shape)
+        return found
+
+    def _run_mtcnn(self, images: np.ndarray) -> list[tuple[Any, Any, Any]]:
+        """(boxes, probs, points) per image as facenet's MTCNN.detect returns them (None: no face)."""
+        if self.faces_cfg.mtcnn_runtime == "torch":
+            return list(zip(*self._mtcnn.detect(images, landmarks=True)))
+        return self._mtcnn.detect(images)
 
     def _keep(self, boxes: Any, probs: Any, points: Any, to_full: np.ndarray,
               shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,8 +338,12 @@ def torch_threads(n_threads: int) -> Iterator[None]:
     """Use n_threads torch threads inside the block, then restore the caller's setting.
 
     More threads than free cores is far slower than fewer: on a busy 2-core machine MTCNN
-    with 2 threads ran 10x slower than with 1.
+    with 2 threads ran 10x slower than with 1. Without torch in the process (the onnxruntime
+    detector takes its threads from its config) this does nothing and imports nothing.
     """
+    if "torch" not in sys.modules:
+        yield
+        return
     import torch
 
     previous = torch.get_num_threads()
@@ -399,10 +431,7 @@ def _video_faces(name: str, found: list, faces_cfg: FacesConfig, frames_read: in
 
 
 def _init_worker(faces_cfg: FacesConfig) -> None:
-    """Pool initializer: limit threads so that workers x threads fits the cores, load MTCNN."""
-    import torch
-
-    torch.set_num_threads(max(1, faces_cfg.torch_threads))
+    """Pool initializer: load MTCNN (which takes torch_threads threads); one OpenCV thread per worker."""
     cv2.setNumThreads(1)
     _detector_for(faces_cfg)
 
@@ -581,7 +610,7 @@ def _claim_settings(cfg: Config) -> None:
     if not settings_path.is_file():
         files.write_json(settings, settings_path)
         return
-    previous = json.loads(settings_path.read_text())
+    previous = {**SETTINGS_BEFORE_THEY_EXISTED, **json.loads(settings_path.read_text())}
     changed = [f"{name}: {previous.get(name)!r} -> {value!r}" for name, value in settings.items()
                if previous.get(name) != value]
     if changed:

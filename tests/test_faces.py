@@ -1,5 +1,6 @@
 import concurrent.futures
 import hashlib
+import json
 from pathlib import Path
 
 import av
@@ -270,6 +271,29 @@ def test_changing_an_output_setting_on_a_used_run_folder_raises(tmp_path, good_v
     faces.run_stage(make_cfg(tmp_path), video_table(good_videos))
     with pytest.raises(ConfigError, match="margin"):
         faces.run_stage(make_cfg(tmp_path, margin=20), video_table(good_videos))
+
+
+def test_a_run_folder_made_before_redetect_misses_existed_resumes_only_without_it(tmp_path, good_videos):
+    cfg = make_cfg(tmp_path, redetect_misses=False)
+    faces.run_stage(cfg, video_table(good_videos))
+    settings_path = cfg.faces_dir / faces.SETTINGS_FILE
+    settings = json.loads(settings_path.read_text())
+    del settings["redetect_misses"]  # as a crop_settings.json written before the key existed
+    settings_path.write_text(json.dumps(settings))
+    faces.run_stage(cfg, video_table(good_videos))  # those crops were made without re-detection
+    with pytest.raises(ConfigError, match="redetect_misses: False -> True"):
+        faces.run_stage(make_cfg(tmp_path, redetect_misses=True), video_table(good_videos))
+
+
+def test_a_face_too_small_for_the_detection_copy_is_found_by_detecting_the_miss_again():
+    frame = np.full((1080, 1920, 3), 90, np.uint8)
+    portrait = cv2.resize(hopper(), None, fx=0.12, fy=0.12, interpolation=cv2.INTER_AREA)  # face ~25 px wide
+    frame[500:500 + portrait.shape[0], 900:900 + portrait.shape[1]] = portrait
+    found = {redetect: faces.FaceDetector(FacesConfig(redetect_misses=redetect)).detect([frame])[0]
+             for redetect in (False, True)}
+    assert len(found[False][0]) == 0  # 1/3 of 25 px: below MTCNN's 20 px on the 640 px copy
+    [box] = found[True][0]
+    assert 900 <= box[0] < box[2] <= 900 + portrait.shape[1] and 500 <= box[1] < box[3] <= 500 + portrait.shape[0]
 
 
 def test_readers_name_the_notebook_to_run_when_outputs_are_missing(tmp_path):
