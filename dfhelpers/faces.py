@@ -83,7 +83,8 @@ class FaceDetector:
     `detect_size` (640 px for 1080p: 1/9 of the pixels) is what makes the stage cheap; faces
     smaller than `min_face_size` x (full size / detect_size) are not found there, so with
     `redetect_misses` a frame without a face is detected again at full resolution (only misses
-    pay for it). The nets run on onnxruntime (dfhelpers.mtcnn, no torch in the process) or, with
+    pay for it, and of a batch's misses only the first when full resolution finds nothing there).
+    The nets run on onnxruntime (dfhelpers.mtcnn, no torch in the process) or, with
     `mtcnn_runtime: torch`, in facenet-pytorch itself; both give the same faces.
     """
 
@@ -148,6 +149,11 @@ class FaceDetector:
             for i in misses:  # one at a time: a batch of full-resolution pyramids would cost GBs
                 [detection] = self._run_mtcnn(frames[i][None])
                 found[i] = self._keep(*detection, same, frames[0].shape)
+                if not len(found[i][0]):
+                    # nothing at full size either: the other misses of this batch are most likely
+                    # faceless too (a scene without people), so a faceless video pays for one
+                    # full-size frame per batch, not for all 32
+                    break
         return found
 
     def _run_mtcnn(self, images: np.ndarray) -> list[tuple[Any, Any, Any]]:

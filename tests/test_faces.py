@@ -296,6 +296,16 @@ def test_a_face_too_small_for_the_detection_copy_is_found_by_detecting_the_miss_
     assert 900 <= box[0] < box[2] <= 900 + portrait.shape[1] and 500 <= box[1] < box[3] <= 500 + portrait.shape[0]
 
 
+def test_a_faceless_batch_pays_for_one_full_resolution_detection_not_one_per_frame():
+    frames = [np.full((1080, 1920, 3), 60 + 10 * i, np.uint8) for i in range(6)]
+    detector = faces.FaceDetector(FacesConfig(redetect_misses=True, batch_size=6))
+    sizes = []
+    run = detector._run_mtcnn
+    detector._run_mtcnn = lambda images: sizes.append(images.shape[1:3]) or run(images)
+    assert all(len(boxes) == 0 for boxes, _ in detector.detect(frames))
+    assert sizes == [(360, 640), (1080, 1920)]  # the batch on the copy, then one frame at full size
+
+
 def test_readers_name_the_notebook_to_run_when_outputs_are_missing(tmp_path):
     cfg = make_cfg(tmp_path)
     with pytest.raises(StageOutputMissing, match="01_data_classification"):
