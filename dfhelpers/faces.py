@@ -190,8 +190,8 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetect
     A video that cannot be read gets status "unreadable: <reason>"; one that breaks mid-stream
     keeps the faces of the frames decoded before the break, with status "partial: <reason>".
     A background thread decodes the next batch of frames while this one detects (PyAV's
-    decoder and torch release the GIL, so the two overlap on two cores); at most three
-    batches are in memory at once, however long the video.
+    decoder and torch release the GIL, so the two overlap on two cores); about two batches
+    are in memory at once (the one detected, the next one decoded), however long the video.
 
     Args:
         decode_threads: FFmpeg threads of that decoder (video.read_frames): 1 in a worker of
@@ -391,23 +391,24 @@ def _frame_batches(path: Path, indices: list[int], batch_size: int, problems: li
 def _decoded_ahead(batches: Generator[list, None, None], depth: int = 1) -> Iterator[Iterator[list]]:
     """`batches`, produced by a background thread at most `depth` items ahead of the consumer.
 
-    An exception the producer raises is raised to the consumer in its place. Leaving the
-    block, at the end or early (an error while detecting), stops the producer and joins
-    it: no thread and no open video outlive the block.
+    The producer starts on the next item only when the consumer has taken one, so at most
+    depth + 1 items exist at once (the one being consumed included). An exception the
+    producer raises is raised to the consumer in its place. Leaving the block, at the end or
+    early (an error while detecting), stops the producer and joins it: no thread and no open
+    video outlive the block.
     """
-    handoff: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    handoff: queue.Queue = queue.Queue()  # holds at most `depth` items: each needs a unit of room
+    room = threading.Semaphore(max(1, depth))
     is_stopping = threading.Event()
-    producer = threading.Thread(target=_produce, args=(batches, handoff, is_stopping),
+    producer = threading.Thread(target=_produce, args=(batches, handoff, room, is_stopping),
                                 name="dfhelpers-decode", daemon=True)  # daemon: never holds up an exit
     producer.start()
     try:
-        yield _consume(handoff)
+        yield _consume(handoff, room)
     finally:
         is_stopping.set()
-        while producer.is_alive():  # a producer blocked on a full queue needs room to see the stop
-            with contextlib.suppress(queue.Empty):
-                handoff.get_nowait()
-            producer.join(timeout=0.01)
+        room.release()  # a producer waiting for room wakes up and sees the stop
+        producer.join()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,23 +419,28 @@ class _ProducerFailed:
 _END_OF_BATCHES = object()
 
 
-def _produce(batches: Generator[list, None, None], handoff: queue.Queue, is_stopping: threading.Event) -> None:
-    """Runs in the decode thread: put each batch, then the end marker (or the failure)."""
+def _produce(batches: Generator[list, None, None], handoff: queue.Queue, room: threading.Semaphore,
+             is_stopping: threading.Event) -> None:
+    """Runs in the decode thread: wait for room, make the next item, hand it over; then the end marker."""
     try:
-        for batch in batches:
-            handoff.put(batch)
-            if is_stopping.is_set():  # checked before decoding the next batch
+        while True:
+            room.acquire()
+            if is_stopping.is_set():
                 return
-        handoff.put(_END_OF_BATCHES)
+            item = next(batches, _END_OF_BATCHES)
+            handoff.put(item)
+            if item is _END_OF_BATCHES:
+                return
     except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
         handoff.put(_ProducerFailed(err))
     finally:
         batches.close()  # in this thread: the generator's open video is closed where it was used
 
 
-def _consume(handoff: queue.Queue) -> Iterator[list]:
+def _consume(handoff: queue.Queue, room: threading.Semaphore) -> Iterator[list]:
     while True:
         item = handoff.get()
+        room.release()  # the producer makes the next item while this one is used
         if item is _END_OF_BATCHES:
             return
         if isinstance(item, _ProducerFailed):
