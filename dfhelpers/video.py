@@ -75,8 +75,8 @@ def read_frames(path: str | Path, indices: list[int], decode_threads: int = 1) -
     wanted and that no other frame refers to (H.264/HEVC non-reference frames) are not
     decoded at all: the decoder is told per packet to skip them, which leaves every decoded
     frame bit-identical. Decoding stops after the last wanted frame. Seeking to keyframes
-    would gain nothing on real footage: its keyframes are 250 frames apart (x264's default,
-    FaceForensics++ and DFDC alike) and 32 sampled frames of a 10 s video are ~10 apart.
+    would gain next to nothing: FaceForensics++ c23 and the sample generator put keyframes
+    250 frames apart (x264's default), while 32 sampled frames of a 10 s video are ~10 apart.
 
     Args:
         decode_threads: FFmpeg decoder threads (frame and slice threading when > 1; the
