@@ -74,9 +74,10 @@ def read_frames(path: str | Path, indices: list[int], decode_threads: int = 1) -
     Decodes straight through (no seeking, no whole video in memory). Frames that are not
     wanted and that no other frame refers to (H.264/HEVC non-reference frames) are not
     decoded at all: the decoder is told per packet to skip them, which leaves every decoded
-    frame bit-identical. Decoding stops after the last wanted frame. Seeking to keyframes
-    would gain next to nothing: FaceForensics++ c23 and the sample generator put keyframes
-    250 frames apart (x264's default), while 32 sampled frames of a 10 s video are ~10 apart.
+    frame bit-identical. Decoding stops after the last wanted frame. Jumping to the keyframe
+    before a wanted frame would gain nothing on FaceForensics++ c23 (keyframes 250 frames
+    apart, x264's default; 32 sampled frames of a 10 s video are ~10 apart); it would on
+    short-GOP files (the sample generator draws GOPs of 8-60 frames).
 
     Args:
         decode_threads: FFmpeg decoder threads (frame and slice threading when > 1; the
