@@ -198,3 +198,22 @@ def test_two_decoder_threads_still_yield_the_frames_before_a_mid_stream_break(tm
             received.append(index)
             assert np.array_equal(frame, reference[index])
     assert 0 < len(received) < 12
+
+
+def test_packets_before_a_closed_gop_keyframe_that_no_wanted_frame_needs_are_skipped(tmp_path):
+    file_name, codec, options, _ = CODED_VIDEOS["h264_gop12_bpyramid"]
+    path = write_coded_video(tmp_path / file_name, codec, options)
+    scan = video._scan(path)
+    needed = video._needed_packets(scan, [0, 30, 59])
+    keyframes = {position for position, (_, is_key) in enumerate(scan.packets) if is_key}
+    assert needed is not None and len(needed) < len(scan.packets)
+    starts = [position for position in sorted(needed) if position - 1 not in needed]
+    assert set(starts) <= keyframes  # every run of decoded packets starts at a keyframe
+
+
+def test_a_keyframe_followed_by_frames_shown_before_it_is_never_a_place_to_start(tmp_path):
+    file_name, codec, options, max_b_frames = CODED_VIDEOS["mp4v_b_frames"]  # B-frames across each keyframe
+    path = write_coded_video(tmp_path / file_name, codec, options, max_b_frames=max_b_frames)
+    scan = video._scan(path)
+    last_position = next(p for p, (pts, _) in enumerate(scan.packets) if scan.index_of_pts.get(pts) == 59)
+    assert video._needed_packets(scan, [0, 30, 59]) == set(range(last_position + 1))
