@@ -11,12 +11,14 @@ import functools
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Generator, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -215,11 +217,20 @@ def encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
     return encoded.tobytes()
 
 
-def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetector) -> VideoFaces:
+def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetector,
+                  decode_threads: int = 1) -> VideoFaces:
     """Detect, track and crop the faces of one video in memory; writes nothing.
 
     A video that cannot be read gets status "unreadable: <reason>"; one that breaks mid-stream
     keeps the faces of the frames decoded before the break, with status "partial: <reason>".
+    A background thread decodes the next batch of frames while this one detects (PyAV's
+    decoder and torch release the GIL, so the two overlap on two cores); about two batches
+    are in memory at once (the one detected, the next one decoded), however long the video.
+
+    Args:
+        decode_threads: FFmpeg threads of that decoder (video.read_frames): 1 in a worker of
+            the stage's pool, where every core already runs a worker; 2 in a process that
+            handles one video at a time.
     """
     started = time.perf_counter()
     path = Path(path)
@@ -229,14 +240,16 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetect
         indices = video.sample_indices(video.probe(path).n_frames, faces_cfg)
     except VideoReadError as err:
         indices, problems = [], [err]
-    for batch in _frame_batches(path, indices, faces_cfg.batch_size, problems):
-        frames_read += len(batch)
-        detections = detector.detect_with_landmarks([frame for _, frame in batch])
-        for (frame_index, frame), (boxes, probs, points) in zip(batch, detections):
-            for face_index, (box, prob, face_points) in enumerate(zip(boxes, probs, points)):
-                crop = crop_face(frame, box, faces_cfg.crop_size, faces_cfg.margin)
-                in_crop = landmarks_in_crop(face_points, box, faces_cfg.crop_size, faces_cfg.margin, frame.shape)
-                found.append((frame_index, face_index, box, float(prob), crop, in_crop))
+    batches = _frame_batches(path, indices, faces_cfg.batch_size, problems, decode_threads)
+    with _decoded_ahead(batches) as decoded:
+        for batch in decoded:
+            frames_read += len(batch)
+            detections = detector.detect_with_landmarks([frame for _, frame in batch])
+            for (frame_index, frame), (boxes, probs, points) in zip(batch, detections):
+                for face_index, (box, prob, face_points) in enumerate(zip(boxes, probs, points)):
+                    crop = crop_face(frame, box, faces_cfg.crop_size, faces_cfg.margin)
+                    in_crop = landmarks_in_crop(face_points, box, faces_cfg.crop_size, faces_cfg.margin, frame.shape)
+                    found.append((frame_index, face_index, box, float(prob), crop, in_crop))
     status = _status(frames_read, len(found), problems)
     return _video_faces(path.name, found, faces_cfg, frames_read, status, time.perf_counter() - started)
 
@@ -396,12 +409,12 @@ def _relative_shift(boxes: np.ndarray, track_boxes: np.ndarray) -> np.ndarray:
     return np.where((width_ratio <= _MAX_WIDTH_RATIO) & (width_ratio >= 1 / _MAX_WIDTH_RATIO), distances, np.inf)
 
 
-def _frame_batches(path: Path, indices: list[int], batch_size: int,
-                   problems: list[VideoReadError]) -> Iterator[list[tuple[int, np.ndarray]]]:
+def _frame_batches(path: Path, indices: list[int], batch_size: int, problems: list[VideoReadError],
+                   decode_threads: int = 1) -> Generator[list[tuple[int, np.ndarray]], None, None]:
     """Batches of (index, frame); a read error ends the batches (after the partial one) and is appended to problems."""
     batch: list[tuple[int, np.ndarray]] = []
     try:
-        for item in video.read_frames(path, indices):
+        for item in video.read_frames(path, indices, decode_threads):
             batch.append(item)
             if len(batch) == max(1, batch_size):
                 yield batch
@@ -410,6 +423,67 @@ def _frame_batches(path: Path, indices: list[int], batch_size: int,
         problems.append(err)
     if batch:
         yield batch
+
+
+@contextlib.contextmanager
+def _decoded_ahead(batches: Generator[list, None, None], depth: int = 1) -> Iterator[Iterator[list]]:
+    """`batches`, produced by a background thread at most `depth` items ahead of the consumer.
+
+    The producer starts on the next item only when the consumer has taken one, so at most
+    depth + 1 items exist at once (the one being consumed included). An exception the
+    producer raises is raised to the consumer in its place. Leaving the block, at the end or
+    early (an error while detecting), stops the producer and joins it: no thread and no open
+    video outlive the block.
+    """
+    handoff: queue.Queue = queue.Queue()  # holds at most `depth` items: each needs a unit of room
+    room = threading.Semaphore(max(1, depth))
+    is_stopping = threading.Event()
+    producer = threading.Thread(target=_produce, args=(batches, handoff, room, is_stopping),
+                                name="dfhelpers-decode", daemon=True)  # daemon: never holds up an exit
+    producer.start()
+    try:
+        yield _consume(handoff, room)
+    finally:
+        is_stopping.set()
+        room.release()  # a producer waiting for room wakes up and sees the stop
+        producer.join()
+
+
+@dataclasses.dataclass(frozen=True)
+class _ProducerFailed:
+    error: BaseException
+
+
+_END_OF_BATCHES = object()
+
+
+def _produce(batches: Generator[list, None, None], handoff: queue.Queue, room: threading.Semaphore,
+             is_stopping: threading.Event) -> None:
+    """Runs in the decode thread: wait for room, make the next item, hand it over; then the end marker."""
+    try:
+        while True:
+            room.acquire()
+            if is_stopping.is_set():
+                return
+            item = next(batches, _END_OF_BATCHES)
+            handoff.put(item)
+            if item is _END_OF_BATCHES:
+                return
+    except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+        handoff.put(_ProducerFailed(err))
+    finally:
+        batches.close()  # in this thread: the generator's open video is closed where it was used
+
+
+def _consume(handoff: queue.Queue, room: threading.Semaphore) -> Iterator[list]:
+    while True:
+        item = handoff.get()
+        room.release()  # the producer makes the next item while this one is used
+        if item is _END_OF_BATCHES:
+            return
+        if isinstance(item, _ProducerFailed):
+            raise item.error
+        yield item
 
 
 def _status(frames_read: int, n_faces: int, problems: list[VideoReadError]) -> str:

@@ -1,6 +1,7 @@
 import concurrent.futures
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import av
@@ -12,7 +13,7 @@ import pytest
 import torch
 from facenet_pytorch.models.utils.detect_face import extract_face
 
-from dfhelpers import config, faces
+from dfhelpers import config, faces, video
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import ConfigError, StageOutputMissing
 
@@ -321,3 +322,81 @@ def test_a_dask_scheduler_address_runs_the_stage_on_the_cluster(tmp_path, good_v
         statuses = faces.run_stage(cfg, video_table(good_videos))
     assert (statuses["status"] == "ok").all()
     assert len(faces.load_crops(cfg)) == 8
+
+
+# --- decoding ahead of detection ---
+
+
+def decode_threads_alive() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name == "dfhelpers-decode"]
+
+
+def test_decoding_ahead_finds_the_faces_of_detecting_each_decoded_frame(tmp_path, detector):
+    path = write_video(tmp_path / "moving.mp4", n_frames=20)
+    cfg = FacesConfig(frames_per_video=9, batch_size=2, workers=1)
+    result = faces.extract_video(path, cfg, detector, decode_threads=2)
+    frames = dict(video.read_frames(path, video.sample_indices(20, cfg)))
+    expected = [(index, box) for index, frame in frames.items() for box in detector.detect([frame])[0][0]]
+    assert (result.status, result.frames_read) == ("ok", 9)
+    assert result.frame_indices.tolist() == [index for index, _ in expected]
+    assert np.allclose(result.boxes, np.array([box for _, box in expected]))
+
+
+def test_a_video_breaking_mid_stream_is_partial_with_the_frames_before_the_break(tmp_path, detector):
+    path = write_video(tmp_path / "broken.mp4", n_frames=30, faststart=True)
+    path.write_bytes(path.read_bytes()[: middle_of_packet(path, 15)])
+    result = faces.extract_video(path, FacesConfig(frames_per_video=30, batch_size=4, workers=1), detector)
+    assert result.status.startswith("partial: ") and 0 < result.frames_read < 30
+    assert result.n_faces > 0 and set(result.frame_indices) <= set(range(result.frames_read))
+    assert not decode_threads_alive()
+
+
+class FailingDetector:
+    """Detects with MTCNN, then fails on the second batch, as a detector bug would."""
+
+    def __init__(self, detector: faces.FaceDetector):
+        self.detector, self.n_calls = detector, 0
+
+    def detect_with_landmarks(self, frames):
+        self.n_calls += 1
+        if self.n_calls == 2:
+            raise RuntimeError("detector failed on batch 2")
+        return self.detector.detect_with_landmarks(frames)
+
+
+def test_an_error_while_detecting_stops_the_decode_thread_and_reaches_the_caller(tmp_path, detector):
+    path = write_video(tmp_path / "long.mp4", n_frames=40)
+    cfg = FacesConfig(frames_per_video=40, batch_size=2, workers=1)  # 20 batches: the decoder is far from done
+    with pytest.raises(RuntimeError, match="batch 2"):
+        faces.extract_video(path, cfg, FailingDetector(detector))
+    assert not decode_threads_alive()
+
+
+def test_decoding_ahead_stays_one_batch_ahead_and_closes_the_source_when_left_early():
+    produced, closed_in = [], []
+
+    def endless_batches():
+        try:
+            while True:
+                produced.append(len(produced))
+                yield [produced[-1]]
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    with faces._decoded_ahead(endless_batches(), depth=1) as decoded:
+        taken = [next(decoded) for _ in range(3)]
+    assert taken == [[0], [1], [2]]
+    assert len(produced) <= 3 + 1  # the three taken and at most one made ahead
+    assert closed_in == ["dfhelpers-decode"] and not decode_threads_alive()
+
+
+def test_an_error_while_decoding_ahead_reaches_the_consumer_after_the_batches_before_it():
+    def failing_batches():
+        yield ["first"]
+        raise MemoryError("no room for the next batch")
+
+    received = []
+    with pytest.raises(MemoryError, match="no room"):
+        with faces._decoded_ahead(failing_batches()) as decoded:
+            received.extend(decoded)
+    assert received == [["first"]] and not decode_threads_alive()

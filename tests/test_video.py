@@ -144,3 +144,76 @@ def test_a_fifo_named_like_a_video_is_refused_not_waited_on(tmp_path):
             "try:\n    video.probe(sys.argv[1])\nexcept Exception as err:\n    print(type(err).__name__, err)\n")
     done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith("VideoReadError") and "not a regular file" in done.stdout
+
+
+def write_coded_video(path: Path, codec: str, options: dict[str, str], n_frames: int = 60,
+                      max_b_frames: int = 0) -> Path:
+    """A video of `codec` with the given encoder options (GOP, B-frames), every frame different."""
+    width, height = 96, 64
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=15, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if max_b_frames:
+            stream.codec_context.max_b_frames = max_b_frames
+        for index in range(n_frames):
+            rgb = np.full((height, width, 3), 60 + index, np.uint8)  # small steps: no scene cut, regular GOPs
+            rgb[(index * 5) % height:, : (index * 3) % width, 0] = 250
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+CODED_VIDEOS = {  # name: (file, encoder, options, B-frames): short GOPs, open GOPs, hidden frames
+    "h264_gop12_bpyramid": ("clip.mp4", "libx264", {"x264-params": "keyint=12:min-keyint=12:bframes=3:b-pyramid=normal"}, 0),
+    "h264_open_gop": ("clip.mkv", "libx264", {"x264-params": "keyint=10:min-keyint=10:bframes=2:open-gop=1"}, 0),
+    "hevc_open_gop": ("clip.mp4", "libx265", {"x265-params": "keyint=9:min-keyint=9:bframes=3:open-gop=1:log-level=none"}, 0),
+    "mp4v_b_frames": ("clip.mp4", "mpeg4", {"g": "8"}, 2),
+    "vp9_webm": ("clip.webm", "libvpx-vp9", {"g": "7", "lag-in-frames": "16", "auto-alt-ref": "1"}, 0),
+}
+
+
+@pytest.mark.parametrize("decode_threads", [1, 2])
+@pytest.mark.parametrize("kind", sorted(CODED_VIDEOS))
+def test_read_frames_gives_the_frames_of_straight_decoding_for_every_codec(tmp_path, kind, decode_threads):
+    file_name, codec, options, max_b_frames = CODED_VIDEOS[kind]
+    path = write_coded_video(tmp_path / file_name, codec, options, max_b_frames=max_b_frames)
+    reference = decode_everything(path)
+    assert len(reference) == 60 and video.probe(path).n_frames == 60
+    wanted = [0, 1, 5, 9, 10, 11, 23, 24, 36, 47, 58, 59]  # around and across keyframes, both ends
+    frames = dict(video.read_frames(path, wanted, decode_threads=decode_threads))
+    assert list(frames) == wanted
+    for index in wanted:
+        assert np.array_equal(frames[index], reference[index]), index
+
+
+def test_two_decoder_threads_still_yield_the_frames_before_a_mid_stream_break(tmp_path):
+    path = write_video(tmp_path / "cut.mp4", n_frames=60, faststart=True)
+    reference = decode_everything(path)
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    received = []
+    with pytest.raises(VideoReadError, match="cut.mp4"):
+        for index, frame in video.read_frames(path, list(range(0, 60, 5)), decode_threads=2):
+            received.append(index)
+            assert np.array_equal(frame, reference[index])
+    assert 0 < len(received) < 12
+
+
+def test_packets_before_a_closed_gop_keyframe_that_no_wanted_frame_needs_are_skipped(tmp_path):
+    file_name, codec, options, _ = CODED_VIDEOS["h264_gop12_bpyramid"]
+    path = write_coded_video(tmp_path / file_name, codec, options)
+    scan = video._scan(path)
+    needed = video._needed_packets(scan, [0, 30, 59])
+    keyframes = {position for position, (_, is_key) in enumerate(scan.packets) if is_key}
+    assert needed is not None and len(needed) < len(scan.packets)
+    starts = [position for position in sorted(needed) if position - 1 not in needed]
+    assert set(starts) <= keyframes  # every run of decoded packets starts at a keyframe
+
+
+def test_a_keyframe_followed_by_frames_shown_before_it_is_never_a_place_to_start(tmp_path):
+    file_name, codec, options, max_b_frames = CODED_VIDEOS["mp4v_b_frames"]  # B-frames across each keyframe
+    path = write_coded_video(tmp_path / file_name, codec, options, max_b_frames=max_b_frames)
+    scan = video._scan(path)
+    last_position = next(p for p, (pts, _) in enumerate(scan.packets) if scan.index_of_pts.get(pts) == 59)
+    assert video._needed_packets(scan, [0, 30, 59]) == set(range(last_position + 1))
