@@ -178,17 +178,18 @@ class VideoScorer:
         """Face scores of one video; a broken file gets a status, never an exception."""
         return self.finish(self.extract(path))
 
-    def extract(self, path: str | Path) -> ScoredVideo:
+    def extract(self, path: str | Path, decode_threads: int = 1) -> ScoredVideo:
         """Decode, detect and crop one video (thread-safe: score_paths runs several at once).
 
         Returns a ScoredVideo whose `score` column is still empty; `finish` fills it.
+        `decode_threads`: FFmpeg threads (2 when this is the only video in flight).
         """
         from dfhelpers import faces
 
         self.load_detector()
         started = time.perf_counter()
         try:
-            video_faces = faces.extract_video(path, self.faces_cfg, self._detector)
+            video_faces = faces.extract_video(path, self.faces_cfg, self._detector, decode_threads)
         except DfdetectError as err:
             return _failed(Path(path), f"unreadable: {' '.join(str(err).split())}")
         except Exception as err:  # noqa: BLE001 - one bad video must not stop the others; reported in its row
@@ -299,11 +300,14 @@ def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[Sc
     bar = tqdm(total=len(paths), unit="video", desc="scoring", disable=not progress, file=sys.stderr)
     in_flight: collections.deque = collections.deque()
     n_threads = max(1, scorer.score_cfg.threads)
+    # one video alone gets the cores the others would have used, for its FFmpeg decoder
+    decode_threads = n_threads if len(paths) == 1 else 1
     with concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
         for path in paths:
             cached = cache.load(path) if cache is not None else None
             # the first uncached video starts the model loading; its detection overlaps it
-            in_flight.append(cached if cached is not None else pool.submit(scorer.start_loading().extract, path))
+            in_flight.append(cached if cached is not None
+                             else pool.submit(scorer.start_loading().extract, path, decode_threads))
             while len(in_flight) > n_threads:
                 yield _finish(in_flight.popleft(), scorer, cache, bar)
         while in_flight:
