@@ -182,6 +182,22 @@ def test_fake_frames_equal_the_original_outside_the_blend_mask(person):
             assert 0.02 < inside.mean() < 0.6
 
 
+def test_every_self_blend_changes_the_colour_of_the_face_it_pastes():
+    """A self-blend with no colour step differs from its REAL video by a few percent of warp only: nothing
+    to learn. Each one, even a subtle one, shifts the mean colour inside its mask on some channel."""
+    sample_cfg = SampleConfig(enabled=True)
+    videos = sample.plan(sample_cfg)
+    for real in videos[videos["label"] == "REAL"].head(12).itertuples():
+        shot = videos[(videos["video"] == real.video) | (videos["original"] == real.video)]
+        rendered = next(sample.render_shot(shot, sample_cfg, n_frames=1))
+        for method, fake, mask in zip(shot["method"].iloc[1:], rendered.fakes, rendered.masks):
+            if method != "self_blend":
+                continue
+            inside = mask >= 0.5
+            shift = fake[inside].astype(float).mean(0) - rendered.real[inside].astype(float).mean(0)
+            assert np.abs(shift).max() > 0.5, (real.video, shift)
+
+
 def test_generation_is_deterministic_whatever_the_number_of_workers(tmp_path):
     sample.generate(tmp_path / "first", dataclasses.replace(QUICK, workers=2))
     sample.generate(tmp_path / "second", QUICK)
