@@ -93,6 +93,14 @@ def test_default_sample_has_eleven_identities_in_seven_groups_and_two_fake_kinds
         assert {"face_swap", "self_blend"} <= set(videos.loc[videos["folder"] == folder, "method"])
 
 
+def test_train_face_swaps_paste_the_faces_of_several_donors_not_only_the_one_clip():
+    videos = sample.plan(SampleConfig(enabled=True))
+    swaps = videos[(videos["method"] == "face_swap") & (videos["folder"] != "test")]
+    first_donors = swaps["donors"].str.split(",").str[0]
+    assert first_donors.nunique() >= 4
+    assert first_donors.value_counts().iloc[0] <= 0.6 * len(swaps)
+
+
 def test_persons_csv_names_the_split_group_so_one_group_photo_is_one_person(default_sample):
     persons = pd.read_csv(default_sample / "persons.csv")
     group_photo = persons.loc[persons["identity"].str.startswith("group_"), "person"]
