@@ -13,6 +13,7 @@ from dfhelpers.sample.sources import IDENTITIES, Identity, split_groups
 
 PLAN_COLUMNS = ["video", "label", "original", "person", "group", "folder", "method", "source", "donors", "seed",
                 "crf", "x264_preset", "gop", "first_crf"]
+MOVING_DONOR_SHARE = 0.5  # face swaps whose donor is a talking clip when the split has one; the rest any face
 TEST_FOLDER = "test"  # plan folder key of the held-out identities; train parts are "part_0", "part_1", ...
 PRESETS = {  # frame geometry per preset; "small" takes width/height/fps/seconds/face_height from SampleConfig
     # DFDC's own format; faces 22-32% of the height (240-345 px) as in typical DFDC interviews (narrow
@@ -100,9 +101,12 @@ def _shot_rows(member: Identity, video: int, folder: str, split_members: list[Id
     for fake in range(n_fakes):
         # alternate the two kinds; a split with a single identity can only self-blend
         method = "face_swap" if fake % 2 == 0 and others else "self_blend"
-        # moving, talking donors first; the rest of the split as fall-backs for group photos
+        # moving, talking donors first in half the swaps, any identity of the split first in the other
+        # half (the rest are fall-backs for group photos): with moving donors always first, a split
+        # with one clip pasted that one face into every swap, and a detector learnt the face, not the blend
         shuffled = [others[i] for i in rng.permutation(len(others))]
-        ranked = sorted(shuffled, key=lambda other: not other.has_footage)
+        is_moving_first = rng.random() < MOVING_DONOR_SHARE
+        ranked = sorted(shuffled, key=lambda other: not other.has_footage) if is_moving_first else shuffled
         donors = ",".join(other.name for other in ranked) if method == "face_swap" else ""
         rows.append({"video": next(names), "label": "FAKE", "original": real_name, "person": member.name,
                      "folder": folder, "method": method, "source": source, "donors": donors,

@@ -284,10 +284,13 @@ def _donor_track(library: FaceLibrary, donor: Identity, real: _RealShot, face: i
 def _face_blend(rng: np.random.Generator, donor: Optional[tuple[list[np.ndarray], np.ndarray]], strength: float,
                 sample_cfg: SampleConfig) -> _FaceBlend:
     is_swap = donor is not None
-    # colour transfer: right, half-done, or done and then off by a brightness step and a tint
+    # colour transfer: right, half-done, or done and then off by a brightness step and a tint.
+    # A self-blend always gets the step (scaled by strength, so a subtle one stays subtle): the
+    # face pasted onto itself with a few percent of warp and no colour change shows nothing a
+    # detector could learn, and SBI's pseudo-fakes likewise always change one copy's colour
     mode = rng.choice(["right", "partial", "wrong"], p=[0.45, 0.2, 0.35])
     offset = np.zeros(3)
-    if mode == "wrong" or not is_swap and mode == "partial":
+    if mode == "wrong" or not is_swap:
         brightness = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
         offset = strength * sample_cfg.colour_mismatch * 255 * (brightness + rng.uniform(-0.5, 0.5, size=3))
     share = float(rng.uniform(0.3, 0.7)) if mode == "partial" else 1.0
