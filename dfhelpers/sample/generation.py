@@ -23,7 +23,7 @@ from dfhelpers.sample.planning import TEST_FOLDER, frame_spec, plan
 from dfhelpers.sample.rendering import render_shot
 from dfhelpers.sample.sources import FaceLibrary, sources_dir
 
-FORMAT_VERSION = 5  # bump when a change alters the generated videos: partial folders of older runs are not reused
+FORMAT_VERSION = 6  # bump when a change alters the generated videos: partial folders of older runs are not reused
 
 
 def ensure(cfg: Config) -> bool:

@@ -234,23 +234,17 @@ class FaceLibrary:
     def _detect(self, images: list[np.ndarray], detect_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Boxes (K, 4) and landmarks (K, 5, 2) per image, faces >= 40 px, left to right.
 
-        One image per MTCNN call on one torch thread: the landmarks (and so every video) must not
-        depend on the core count or on which frames an earlier shot already detected.
+        One image per MTCNN call on one onnxruntime thread: the landmarks (and so every video) must
+        not depend on the core count or on which frames an earlier shot already detected.
         """
-        import torch
-
         if detect_size not in self._detectors:
-            from dfhelpers.faces import FaceDetector  # imported late: torch loads only when a picture needs landmarks
+            from dfhelpers.faces import FaceDetector  # imported late: only a picture that needs landmarks loads MTCNN
 
             faces_cfg = FacesConfig(detect_size=detect_size, thresholds=(0.7, 0.8, 0.9), min_face_prob=0.0,
-                                    batch_size=1, margin=0, max_faces_per_frame=None)
+                                    batch_size=1, margin=0, max_faces_per_frame=None, mtcnn_runtime="onnxruntime",
+                                    torch_threads=1, redetect_misses=False)
             self._detectors[detect_size] = FaceDetector(faces_cfg)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            found = self._detectors[detect_size].detect_with_landmarks(images)
-        finally:
-            torch.set_num_threads(threads)
+        found = self._detectors[detect_size].detect_with_landmarks(images)
         return [_sorted_faces(boxes, points) for boxes, _, points in found]
 
     def _read(self, source: SourceFile) -> bytes:
