@@ -4,14 +4,14 @@
         [--min-height 720] [--repeats R] [--out FILE.json]
 
 - phases: in a fresh interpreter, the time (and RSS after it) to import the CLI, to import
-  onnxruntime, OpenCV and PyAV, to import torch and facenet-pytorch, to load MTCNN, to load the
+  onnxruntime, OpenCV and PyAV, to import the engine, to load MTCNN, to load the
   model (an ONNX session when M has an up-to-date M.onnx or is one: engine.choose_model; else
   importing TensorFlow, loading and tracing the Keras model), and to score VIDEO (first time,
   then again warm: the per-video work); one after the other, median of R interpreters. The
-  torch phases are reported apart, so start-up without torch (a detector on onnxruntime) can
-  be read off: start-up minus import_torch and load_mtcnn.
-- torch runs with --torch-threads threads (OMP_NUM_THREADS in the children), as the face
-  detector sets them for itself (faces.torch_threads).
+  JSON says whether torch and TensorFlow ended up imported (neither, with MTCNN on
+  onnxruntime and a model with its ONNX sidecar).
+- OMP_NUM_THREADS is --torch-threads in the children, as the face detector sets its
+  threads for itself (faces.torch_threads, also onnxruntime's).
 - shell: `dfdetect predict VIDEO --model M --json --quiet` R times: seconds from the command's
   start to its first result line and to its exit; start-up = time to the first result minus
   the warm per-video work; the process's peak RSS (wait4).
@@ -56,9 +56,8 @@ import dfhelpers.cli
 mark("import_cli")
 import onnxruntime, cv2, av
 mark("import_onnxruntime")
-import torch, facenet_pytorch
-mark("import_torch")
 from dfhelpers import config, engine
+mark("import_engine")
 scorer = engine.VideoScorer(sys.argv[2], config.FacesConfig(), config.ScoreConfig())
 scorer.load_detector()
 mark("load_mtcnn")
@@ -69,6 +68,7 @@ mark("first_video")
 scorer.score(sys.argv[1])
 mark("video_warm")
 print(json.dumps({"marks": marks, "cpu_s": cpu, "peak_rss_mb": rss, "runtime": scorer.choice.runtime,
+                  "mtcnn_runtime": scorer.faces_cfg.mtcnn_runtime, "torch_imported": "torch" in sys.modules,
                   "tensorflow_imported": "tensorflow" in sys.modules}))
 """
 
@@ -83,8 +83,9 @@ def main() -> None:
     phases = _median_dicts([run["marks"] for run in phase_runs])
     phase_rss = _median_dicts([run["peak_rss_mb"] for run in phase_runs])
     phase_cpu = _median_dicts([run["cpu_s"] for run in phase_runs])
-    runtime = {"runtime": phase_runs[0]["runtime"], "tensorflow_imported": phase_runs[0]["tensorflow_imported"]}
-    print("phases, one after the other (median of {}; model on {runtime}, TensorFlow imported {tensorflow_imported}): "
+    runtime = {key: phase_runs[0][key] for key in ("runtime", "mtcnn_runtime", "torch_imported", "tensorflow_imported")}
+    print("phases, one after the other (median of {}; model on {runtime}, MTCNN on {mtcnn_runtime}, torch imported "
+          "{torch_imported}, TensorFlow imported {tensorflow_imported}): "
           "{}".format(args.repeats, ", ".join(f"{name} {seconds:.2f} s ({_spread(phase_runs, name)})"
                                              for name, seconds in phases.items()), **runtime), flush=True)
     # CPU seconds depend less than wall seconds on what else runs on a shared machine
@@ -94,12 +95,10 @@ def main() -> None:
     shell = [_shell_run([args.video], args.model, env) for _ in range(args.repeats)]
     first_s = statistics.median(run["first_result_s"] for run in shell)
     startup_s = first_s - phases["video_warm"]
-    torch_s = phases["import_torch"] + phases["load_mtcnn"]
     print(f"dfdetect predict one video from the shell: first result after {first_s:.2f} s "
           f"({_spread(shell, 'first_result_s')}), exit after {statistics.median(run['exit_s'] for run in shell):.2f} s "
           f"(median of {args.repeats}); start-up {startup_s:.2f} s = first result - per-video work "
-          f"{phases['video_warm']:.2f} s; without torch's import and MTCNN load ({torch_s:.2f} s) "
-          f"{startup_s - torch_s:.2f} s; peak RSS {statistics.median(run['peak_rss_mb'] for run in shell):.0f} MB; "
+          f"{phases['video_warm']:.2f} s; peak RSS {statistics.median(run['peak_rss_mb'] for run in shell):.0f} MB; "
           f"CPU {statistics.median(run['cpu_s'] for run in shell):.1f} s", flush=True)
     light = {"help": _light_run(["--help"], env), "usage_error": _light_run(["predict", str(args.video)], env)}
     print("without work: " + "; ".join(f"{name} {run['seconds']:.2f} s, torch imported {run['torch']}, TensorFlow "
@@ -112,7 +111,7 @@ def main() -> None:
                "phases_s": phases, "phases_min_max_s": {name: _min_max(phase_runs, name) for name in phases},
                "phases_cpu_s": phase_cpu, "phase_peak_rss_mb": phase_rss,
                "first_result_s": round(first_s, 2), "first_result_min_max_s": _min_max(shell, "first_result_s"),
-               "startup_s": round(startup_s, 2), "startup_without_torch_s": round(startup_s - torch_s, 2),
+               "startup_s": round(startup_s, 2),
                "per_video_s": phases["video_warm"],
                "exit_s": round(statistics.median(run["exit_s"] for run in shell), 2),
                "one_video_cpu_s": statistics.median(run["cpu_s"] for run in shell),
