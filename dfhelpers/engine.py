@@ -47,9 +47,11 @@ class ModelChoice:
     path: Path  # the file that is run
     keras_path: Optional[Path]  # the Keras model behind it, for explanations (Grad-CAM); None if unknown
     note: str  # why Keras was chosen when a faster start was possible; "" otherwise
+    # the onnxruntime session opened while choosing (None: open `path` when scoring)
+    session: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
-def choose_model(model_path: str | Path) -> ModelChoice:
+def choose_model(model_path: str | Path, n_threads: int = 1) -> ModelChoice:
     """The rule for which model file scores, given what the user passed.
 
     - `X.onnx`: onnxruntime on it (its .keras, if it is the one exported, serves explanations).
@@ -57,15 +59,18 @@ def choose_model(model_path: str | Path) -> ModelChoice:
       onnxruntime on the sidecar.
     - `X.keras` otherwise (no sidecar, or one from other bytes): Keras, with a note saying how
       to get the faster start.
+
+    A session opened to read what an ONNX file records (n_threads intra-op threads) is kept in
+    the choice, so the file is not opened twice.
     """
     model_path = Path(model_path)
     if model_path.suffix.lower() == ".onnx":
         keras_path = model_path.with_suffix(".keras")
-        is_pair = onnxfile.fresh_sidecar(keras_path) == model_path
-        return ModelChoice("onnx", model_path, keras_path if is_pair else None, "")
-    sidecar = onnxfile.fresh_sidecar(model_path)
-    if sidecar is not None:
-        return ModelChoice("onnx", sidecar, model_path, "")
+        session = onnxfile.fresh_session(keras_path, n_threads, onnx_path=model_path)
+        return ModelChoice("onnx", model_path, keras_path if session is not None else None, "", session)
+    session = onnxfile.fresh_session(model_path, n_threads)
+    if session is not None:
+        return ModelChoice("onnx", onnxfile.sidecar_path(model_path), model_path, "", session)
     note = (f"{model_path.name} has no up-to-date {onnxfile.sidecar_path(model_path).name}; "
             f"run `dfdetect export {model_path}` for a faster start")
     return ModelChoice("keras", model_path, model_path, note)
@@ -120,11 +125,12 @@ class VideoScorer:
             raise ModelLoadError(f"{self.model_path}: model file not found; pass a .keras file saved by notebook 04 "
                                  "or its .onnx export")
         self.load_detector()
-        self.choice = choose_model(self.model_path)
+        # as many intra-op threads as videos are detected at once: the cores the engine keeps busy
+        self.choice = choose_model(self.model_path, n_threads=self.score_cfg.threads)
         if self.choice.runtime == "onnx":
             self._model_loading = concurrent.futures.Future()
             try:
-                self._model_loading.set_result(self._load_onnx(self.choice.path))
+                self._model_loading.set_result(self._load_onnx(self.choice))
             except ModelLoadError as err:
                 self._model_loading.set_exception(err)
             return self
@@ -168,10 +174,9 @@ class VideoScorer:
         self._keras_model = classifier
         return classifier, predict_batch
 
-    def _load_onnx(self, onnx_path: Path) -> tuple[Any, Callable[[np.ndarray], Any]]:
-        # as many intra-op threads as videos are detected at once: the cores the engine keeps busy
-        session = onnxfile.open_session(onnx_path, n_threads=self.score_cfg.threads)
-        onnxfile.check_contract(session, onnx_path, self.faces_cfg.crop_size)
+    def _load_onnx(self, choice: ModelChoice) -> tuple[Any, Callable[[np.ndarray], Any]]:
+        session = choice.session or onnxfile.open_session(choice.path, n_threads=self.score_cfg.threads)
+        onnxfile.check_contract(session, choice.path, self.faces_cfg.crop_size)
         return session, lambda crops: onnxfile.predict(session, crops)
 
     def score(self, path: str | Path) -> ScoredVideo:

@@ -56,18 +56,24 @@ def recorded_keras_sha256(session: Any) -> Optional[str]:
 
 
 def fresh_sidecar(keras_path: str | Path) -> Optional[Path]:
-    """The sidecar of a .keras file if it exists and was exported from these exact bytes, else None.
+    """The sidecar of a .keras file if it exists and was exported from these exact bytes, else None."""
+    return sidecar_path(keras_path) if fresh_session(keras_path) is not None else None
 
-    A sidecar that does not load counts as absent (it is replaced by the next export).
+
+def fresh_session(keras_path: str | Path, n_threads: int = 1, onnx_path: str | Path | None = None) -> Any:
+    """A session on `onnx_path` (default: the sidecar) if it was exported from these exact .keras
+    bytes, else None; the caller scores with it, so the file is opened once.
+
+    A file that does not load counts as absent (the sidecar is replaced by the next export).
     """
-    onnx_path = sidecar_path(keras_path)
+    onnx_path = Path(onnx_path) if onnx_path is not None else sidecar_path(keras_path)
     if not (onnx_path.is_file() and Path(keras_path).is_file()):
         return None
     try:
-        recorded = recorded_keras_sha256(open_session(onnx_path))
+        session = open_session(onnx_path, n_threads)
     except ModelLoadError:
         return None
-    return onnx_path if recorded == files.sha256(keras_path) else None
+    return session if recorded_keras_sha256(session) == files.sha256(keras_path) else None
 
 
 def check_contract(session: Any, onnx_path: Path, crop_size: int) -> Any:
