@@ -93,6 +93,10 @@ class FacesConfig:
     # a sampled frame without a face on the detect_size copy is detected again at full resolution:
     # small or dim faces the copy loses are found, and only such frames pay (recall on real footage)
     redetect_misses: bool = True
+    # every k-th sampled frame is detected in full; the frames between are searched only in a window
+    # twice each face's size around the faces found there (dfhelpers.tracking), and detected in full
+    # when a face is lost. 1: every frame in full (how crops were made before this setting)
+    detect_every: int = 4
     # "onnxruntime": facenet-pytorch's weights and cascade in dfhelpers.mtcnn, no torch in the process
     # (0.2 s to import instead of ~4 s, ~550 MB less); "torch": facenet-pytorch itself; the same faces
     mtcnn_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
@@ -101,6 +105,11 @@ class FacesConfig:
     # should not exceed the cores
     torch_threads: int = 1
     scheduler: Optional[str] = None  # Dask scheduler address (tcp://host:8786) to run on a cluster
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ConfigError(f"faces.detect_every is {self.detect_every}: set 1 to detect every sampled frame "
+                              "in full, or k > 1 to detect every k-th and follow the faces between")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -341,10 +341,11 @@ def score_videos(cfg: Config, videos: pd.DataFrame, progress: bool = True) -> tu
 def score_table(videos: pd.DataFrame, scorer: VideoScorer, cache: Optional[ScoreCache] = None,
                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(predictions, faces) of a video table (video, path, label, metadata columns), via the cache."""
-    scored = list(score_paths(videos["path"].tolist(), scorer, cache, progress=progress))
-    tables = [s.faces.assign(video=name) for s, name in zip(scored, videos["video"]) if len(s.faces)]
+    # each video's crops are let go as soon as it is scored: a folder of thousands would hold GBs
+    scored = [(s.faces, s.status) for s in score_paths(videos["path"].tolist(), scorer, cache, progress=progress)]
+    tables = [table.assign(video=name) for (table, _), name in zip(scored, videos["video"]) if len(table)]
     faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FACE_COLUMNS)
-    statuses = {name: s.status for s, name in zip(scored, videos["video"])}
+    statuses = {name: status for (_, status), name in zip(scored, videos["video"])}
     return predictions_from_faces(videos, faces, statuses, scorer.score_cfg), faces[FACE_COLUMNS]
 
 

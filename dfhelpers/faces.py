@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfhelpers import compat, files, selfblend, video, workers
+from dfhelpers import compat, files, selfblend, tracking, video, workers
 from dfhelpers.config import Config, FacesConfig
 from dfhelpers.errors import ConfigError, MetadataError, StageOutputMissing, VideoReadError
 
@@ -44,9 +44,9 @@ INT_COLUMNS = ["frame", "face", "track", "frames_read", "n_faces"]
 # so a resumed run may change them freely
 OUTPUT_SETTINGS = ("sampling", "frames_per_video", "every_k", "detect_size", "thresholds", "min_face_size",
                    "min_face_prob", "margin", "crop_size", "max_faces_per_frame", "track_max_shift", "jpeg_quality",
-                   "redetect_misses")
+                   "redetect_misses", "detect_every")
 # what a run folder made before a setting existed was made with (its crop_settings.json lacks the key)
-SETTINGS_BEFORE_THEY_EXISTED = {"redetect_misses": False}
+SETTINGS_BEFORE_THEY_EXISTED = {"redetect_misses": False, "detect_every": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +158,42 @@ class FaceDetector:
                     break
         return found
 
-    def _run_mtcnn(self, images: np.ndarray) -> list[tuple[Any, Any, Any]]:
+    def detect_in_windows(self, frames: list[np.ndarray],
+                          windows: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per window (position in frames, square x1, y1, x2, y2 in full-resolution pixels): the faces
+        MTCNN finds inside it, in full-resolution pixels, kept as `detect` keeps them.
+
+        Each window is cut from its full-resolution frame (black beyond the frame's edges) and
+        scaled to WINDOW_SIZE px; the pyramid starts at WINDOW_MIN_FACE px there. A window twice
+        a face's size (dfhelpers.tracking) finds that face from ~0.4x to 1.6x its size.
+        """
+        if not windows:
+            return []
+        images = np.stack([_window_image(frames[position], window, WINDOW_SIZE) for position, window in windows])
+        found = []
+        for (position, window), detection in zip(windows, self._run_mtcnn(images, WINDOW_MIN_FACE)):
+            scale = float(window[2] - window[0]) / WINDOW_SIZE
+            to_full = np.array([scale] * 4, dtype=np.float32)
+            boxes, probs, points = detection
+            if boxes is not None:  # window pixels -> frame pixels: scale, then the window's corner
+                boxes = np.asarray(np.asarray(boxes).tolist(), dtype=np.float32).reshape(-1, 4) * to_full
+                boxes += np.array([window[0], window[1]] * 2, dtype=np.float32)
+                points = np.asarray(np.asarray(points).tolist(), dtype=np.float32).reshape(-1, 5, 2) * scale
+                points += np.asarray(window[:2], dtype=np.float32)
+            found.append(self._keep(boxes, probs, points, np.ones(4, dtype=np.float32), frames[position].shape))
+        return found
+
+    def _run_mtcnn(self, images: np.ndarray, min_face_size: Optional[float] = None) -> list[tuple[Any, Any, Any]]:
         """(boxes, probs, points) per image as facenet's MTCNN.detect returns them (None: no face)."""
         if self.faces_cfg.mtcnn_runtime == "torch":
-            return list(zip(*self._mtcnn.detect(images, landmarks=True)))
-        return self._mtcnn.detect(images)
+            if min_face_size is None:
+                return list(zip(*self._mtcnn.detect(images, landmarks=True)))
+            configured, self._mtcnn.min_face_size = self._mtcnn.min_face_size, min_face_size
+            try:
+                return list(zip(*self._mtcnn.detect(images, landmarks=True)))
+            finally:
+                self._mtcnn.min_face_size = configured
+        return self._mtcnn.detect(images, min_face_size=min_face_size)
 
     def _keep(self, boxes: Any, probs: Any, points: Any, to_full: np.ndarray,
               shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,10 +272,11 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetect
     except VideoReadError as err:
         indices, problems = [], [err]
     batches = _frame_batches(path, indices, faces_cfg.batch_size, problems, decode_threads)
+    tracker = tracking.FaceTracker(detector, faces_cfg.detect_every)
     with _decoded_ahead(batches) as decoded:
         for batch in decoded:
             frames_read += len(batch)
-            detections = detector.detect_with_landmarks([frame for _, frame in batch])
+            detections = tracker.detect([frame for _, frame in batch])
             for (frame_index, frame), (boxes, probs, points) in zip(batch, detections):
                 for face_index, (box, prob, face_points) in enumerate(zip(boxes, probs, points)):
                     crop = crop_face(frame, box, faces_cfg.crop_size, faces_cfg.margin)
@@ -377,6 +409,9 @@ def torch_threads(n_threads: int) -> Iterator[None]:
 
 _DETECTORS: dict[FacesConfig, FaceDetector] = {}  # per process: MTCNN loaded once per settings
 _MAX_WIDTH_RATIO = 2.0  # a face does not double or halve in width between sampled frames
+# dfhelpers.tracking's windows: scaled to 128 px, a face twice smaller than its window is 64 px
+# there; the pyramid's first level finds faces of 24 px (P-net's 12 px cells at scale 0.5)
+WINDOW_SIZE, WINDOW_MIN_FACE = 128, 24
 
 
 def _no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -390,6 +425,19 @@ def _crop_box(box: np.ndarray, crop_size: int, margin: int, shape: tuple[int, ..
     height, width = shape[:2]
     return (int(max(box[0] - margin_x / 2, 0)), int(max(box[1] - margin_y / 2, 0)),
             int(min(box[2] + margin_x / 2, width)), int(min(box[3] + margin_y / 2, height)))
+
+
+def _window_image(frame: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:
+    """The window's pixels of a frame as a size x size RGB image; black where it leaves the frame."""
+    height, width = frame.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in window)  # whole pixels (tracking.face_windows)
+    inside = frame[max(y1, 0):max(min(y2, height), 0), max(x1, 0):max(min(x2, width), 0)]
+    if inside.shape[:2] != (y2 - y1, x2 - x1):
+        padded = np.zeros((max(y2 - y1, 1), max(x2 - x1, 1), 3), dtype=frame.dtype)
+        top, left = max(0, -y1), max(0, -x1)
+        padded[top:top + inside.shape[0], left:left + inside.shape[1]] = inside
+        inside = padded
+    return cv2.resize(inside, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _has_area(crop_box: tuple[int, int, int, int]) -> bool:

@@ -92,22 +92,25 @@ class Mtcnn:
         session = self._sessions[net]
         return session.run(None, {"image": np.ascontiguousarray(images, dtype=np.float32)})
 
-    def detect(self, images: np.ndarray, max_face_size: Optional[float] = None) -> list[Detection]:
+    def detect(self, images: np.ndarray, max_face_size: Optional[float] = None,
+               min_face_size: Optional[float] = None) -> list[Detection]:
         """Faces in a batch of same-size RGB uint8 images (N, H, W, 3); see the class docstring.
 
-        max_face_size (px) drops the pyramid levels that only find faces larger than that (None: all).
+        max_face_size (px) drops the pyramid levels that only find faces larger than that (None: all);
+        min_face_size (px) replaces the one the cascade was made with for this call.
         """
         sums = integral_image(images)
-        boxes, image_inds = self._proposals(sums, max_face_size)
+        boxes, image_inds = self._proposals(sums, max_face_size, min_face_size or self.min_face_size)
         boxes, image_inds = self._refine(sums, boxes, image_inds)
         boxes, image_inds, points = self._output(sums, boxes, image_inds)
         return [_per_image(boxes[image_inds == i], points[image_inds == i]) for i in range(len(sums))]
 
-    def _proposals(self, sums: np.ndarray, max_face_size: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
+    def _proposals(self, sums: np.ndarray, max_face_size: Optional[float],
+                   min_face_size: float) -> tuple[np.ndarray, np.ndarray]:
         """P-net over the image pyramid: boxes (n, 5) x1, y1, x2, y2, score after NMS, regressed, squared."""
         height, width = sums.shape[1] - 1, sums.shape[2] - 1
         found, found_inds = [], []
-        for scale in pyramid_scales(height, width, self.min_face_size, max_face_size):
+        for scale in pyramid_scales(height, width, min_face_size, max_face_size):
             scaled = _pool_resize(sums, int(height * scale + 1), int(width * scale + 1))
             reg, probs = self.run("pnet", _normalized(scaled))
             boxes, image_inds = _generate_boxes(reg, probs[:, 1], scale, self.thresholds[0])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from facenet_pytorch.models.utils.detect_face import extract_face
 
-from dfhelpers import config, faces, video
+from dfhelpers import config, faces, tracking, video
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import ConfigError, StageOutputMissing
 
@@ -336,7 +336,9 @@ def test_decoding_ahead_finds_the_faces_of_detecting_each_decoded_frame(tmp_path
     cfg = FacesConfig(frames_per_video=9, batch_size=2, workers=1)
     result = faces.extract_video(path, cfg, detector, decode_threads=2)
     frames = dict(video.read_frames(path, video.sample_indices(20, cfg)))
-    expected = [(index, box) for index, frame in frames.items() for box in detector.detect([frame])[0][0]]
+    # all frames in one call: which frames are key frames does not depend on the batches either
+    found = tracking.FaceTracker(detector, cfg.detect_every).detect(list(frames.values()))
+    expected = [(index, box) for index, (boxes, _, _) in zip(frames, found) for box in boxes]
     assert (result.status, result.frames_read) == ("ok", 9)
     assert result.frame_indices.tolist() == [index for index, _ in expected]
     assert np.allclose(result.boxes, np.array([box for _, box in expected]))
@@ -362,6 +364,9 @@ class FailingDetector:
         if self.n_calls == 2:
             raise RuntimeError("detector failed on batch 2")
         return self.detector.detect_with_landmarks(frames)
+
+    def __getattr__(self, name):  # the rest (detect_in_windows, faces_cfg) as the detector has it
+        return getattr(self.detector, name)
 
 
 def test_an_error_while_detecting_stops_the_decode_thread_and_reaches_the_caller(tmp_path, detector):
