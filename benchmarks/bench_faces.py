@@ -2,7 +2,8 @@
 
 Usage:
     .venv/bin/python benchmarks/bench_faces.py VIDEO_DIR [--recursive] [--limit N] [--min-height 720]
-        [--repeats R] [--baseline-frames K] [--runtime onnxruntime|torch] [--no-redetect-misses] [--out FILE.json]
+        [--repeats R] [--baseline-frames K] [--runtime onnxruntime|torch] [--no-redetect-misses] [--detect-every K]
+        [--out FILE.json]
 
 Everything runs in this process tree, in one run, on the same files:
 
@@ -52,13 +53,15 @@ def main() -> None:
     _common.print_machine(machine)
     paths = _common.find_videos(args.video_dir, args.recursive, args.limit, args.min_height)
     scratch = Path(tempfile.mkdtemp(prefix="bench_faces_"))
-    faces_settings = {"mtcnn_runtime": args.runtime, "redetect_misses": args.redetect_misses}
+    faces_settings = {"mtcnn_runtime": args.runtime, "redetect_misses": args.redetect_misses,
+                      "detect_every": args.detect_every}
     cfg = config.from_dict({"work_dir": str(scratch / "ours_0"), "data_dirs": [], "faces": faces_settings},
                            base_dir=scratch)
     sampled = {p.name: video.sample_indices(video.probe(p).n_frames, cfg.faces) for p in paths}
     print(f"{len(paths)} videos, {describe_sizes(paths)}; {cfg.faces.frames_per_video} sampled frames per video, "
           f"detect_size {cfg.faces.detect_size}, thresholds {cfg.faces.thresholds}, {cfg.faces.workers} workers, "
-          f"MTCNN on {cfg.faces.mtcnn_runtime}, redetect_misses {cfg.faces.redetect_misses}",
+          f"MTCNN on {cfg.faces.mtcnn_runtime}, redetect_misses {cfg.faces.redetect_misses}, "
+          f"detect_every {cfg.faces.detect_every}",
           flush=True)
     floors = _common.decode_floor(paths, sampled, args.repeats)
     stage = run_stage(paths, scratch, args.repeats, faces_settings)
@@ -82,6 +85,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redetect-misses", action=argparse.BooleanOptionalAction,
                         default=config.FacesConfig().redetect_misses,
                         help="faces.redetect_misses of our stage (--no-redetect-misses: the detect_size copy only)")
+    parser.add_argument("--detect-every", type=int, default=config.FacesConfig().detect_every, metavar="K",
+                        help="faces.detect_every of our stage (1: every sampled frame detected in full)")
     _common.add_video_arguments(parser)
     return parser.parse_args()
 
@@ -218,6 +223,7 @@ def summarize(paths, floors, stage, single, baseline, original, recall, args, fa
             "frames_per_video": faces_cfg.frames_per_video, "detect_size": faces_cfg.detect_size,
             "thresholds": list(faces_cfg.thresholds), "workers": stage["workers"], "repeats": args.repeats,
             "mtcnn_runtime": faces_cfg.mtcnn_runtime, "redetect_misses": faces_cfg.redetect_misses,
+            "detect_every": faces_cfg.detect_every,
             "floor_every_frame_s_per_video": round(every, 3), "floor_sampled_frames_s_per_video": round(sampled_s, 3),
             "ours_stage_s_per_video": round(stage_s, 3), "ours_stage_vs_every_frame_floor": round(stage_s / every, 2),
             "ours_stage_vs_sampled_floor": round(stage_s / sampled_s, 2),

@@ -7,7 +7,8 @@
   onnxruntime, OpenCV and PyAV, to import the engine, to load MTCNN, to load the
   model (an ONNX session when M has an up-to-date M.onnx or is one: engine.choose_model; else
   importing TensorFlow, loading and tracing the Keras model), and to score VIDEO (first time,
-  then again warm: the per-video work); one after the other, median of R interpreters. The
+  then again warm: the per-video work; then, as the baseline, warm with faces.detect_every 1:
+  every sampled frame detected in full); one after the other, median of R interpreters. The
   JSON says whether torch and TensorFlow ended up imported (neither, with MTCNN on
   onnxruntime and a model with its ONNX sidecar).
 - OMP_NUM_THREADS is --torch-threads in the children, as the face detector sets its
@@ -67,6 +68,12 @@ scorer.score(sys.argv[1])
 mark("first_video")
 scorer.score(sys.argv[1])
 mark("video_warm")
+# the baseline, in the same interpreter: every sampled frame detected in full (faces.detect_every 1)
+every_frame = engine.VideoScorer(sys.argv[2], config.FacesConfig(detect_every=1), config.ScoreConfig())
+every_frame.load_detector().load()
+mark("load_again")
+every_frame.score(sys.argv[1])
+mark("video_warm_detect_every_1")
 print(json.dumps({"marks": marks, "cpu_s": cpu, "peak_rss_mb": rss, "runtime": scorer.choice.runtime,
                   "mtcnn_runtime": scorer.faces_cfg.mtcnn_runtime, "torch_imported": "torch" in sys.modules,
                   "tensorflow_imported": "tensorflow" in sys.modules}))
@@ -113,6 +120,8 @@ def main() -> None:
                "first_result_s": round(first_s, 2), "first_result_min_max_s": _min_max(shell, "first_result_s"),
                "startup_s": round(startup_s, 2),
                "per_video_s": phases["video_warm"],
+               "per_video_detect_every_1_s": phases["video_warm_detect_every_1"],
+               "per_video_vs_detect_every_1": round(phases["video_warm"] / phases["video_warm_detect_every_1"], 2),
                "exit_s": round(statistics.median(run["exit_s"] for run in shell), 2),
                "one_video_cpu_s": statistics.median(run["cpu_s"] for run in shell),
                "one_video_peak_rss_mb": round(statistics.median(run["peak_rss_mb"] for run in shell)),
