@@ -103,6 +103,10 @@ class FaceDetector:
             # select_largest: faces come back largest first, as in the original keep_all workflow
             self._mtcnn = MTCNN(keep_all=True, thresholds=list(faces_cfg.thresholds),
                                 min_face_size=faces_cfg.min_face_size, select_largest=True, device="cpu")
+            # the windows' pyramid (detect_in_windows) in a second instance: threads share a detector
+            # (dfdetect scores two videos at once), so the first one's settings never change
+            self._window_mtcnn = MTCNN(keep_all=True, thresholds=list(faces_cfg.thresholds),
+                                       min_face_size=WINDOW_MIN_FACE, select_largest=True, device="cpu")
         else:
             from dfhelpers import mtcnn
 
@@ -171,7 +175,7 @@ class FaceDetector:
             return []
         images = np.stack([_window_image(frames[position], window, WINDOW_SIZE) for position, window in windows])
         found = []
-        for (position, window), detection in zip(windows, self._run_mtcnn(images, WINDOW_MIN_FACE)):
+        for (position, window), detection in zip(windows, self._run_mtcnn(images, windows=True)):
             scale = float(window[2] - window[0]) / WINDOW_SIZE
             to_full = np.array([scale] * 4, dtype=np.float32)
             boxes, probs, points = detection
@@ -183,17 +187,15 @@ class FaceDetector:
             found.append(self._keep(boxes, probs, points, np.ones(4, dtype=np.float32), frames[position].shape))
         return found
 
-    def _run_mtcnn(self, images: np.ndarray, min_face_size: Optional[float] = None) -> list[tuple[Any, Any, Any]]:
-        """(boxes, probs, points) per image as facenet's MTCNN.detect returns them (None: no face)."""
+    def _run_mtcnn(self, images: np.ndarray, windows: bool = False) -> list[tuple[Any, Any, Any]]:
+        """(boxes, probs, points) per image as facenet's MTCNN.detect returns them (None: no face).
+
+        windows: the images are detect_in_windows' windows (the pyramid starts at WINDOW_MIN_FACE px).
+        """
         if self.faces_cfg.mtcnn_runtime == "torch":
-            if min_face_size is None:
-                return list(zip(*self._mtcnn.detect(images, landmarks=True)))
-            configured, self._mtcnn.min_face_size = self._mtcnn.min_face_size, min_face_size
-            try:
-                return list(zip(*self._mtcnn.detect(images, landmarks=True)))
-            finally:
-                self._mtcnn.min_face_size = configured
-        return self._mtcnn.detect(images, min_face_size=min_face_size)
+            mtcnn = self._window_mtcnn if windows else self._mtcnn
+            return list(zip(*mtcnn.detect(images, landmarks=True)))
+        return self._mtcnn.detect(images, min_face_size=WINDOW_MIN_FACE if windows else None)
 
     def _keep(self, boxes: Any, probs: Any, points: Any, to_full: np.ndarray,
               shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -108,7 +108,7 @@ def test_both_mtcnn_runtimes_find_the_same_faces_in_windows():
     np.testing.assert_allclose(ort_boxes, torch_boxes, atol=0.05)
     np.testing.assert_allclose(ort_probs, torch_probs, atol=1e-4)
     np.testing.assert_allclose(ort_points, torch_points, atol=0.05)
-    assert runtimes["torch"]._mtcnn.min_face_size == 20  # the override was for that call only
+    assert runtimes["torch"]._mtcnn.min_face_size == 20  # windows never change the frames' detector
 
 
 def test_windows_are_whole_pixel_squares_twice_the_face_centred_on_it():
