@@ -6,7 +6,8 @@
 - phases: in a fresh interpreter, the time (and RSS after it) to import the CLI, to import
   onnxruntime, OpenCV and PyAV, to import the engine, to load MTCNN, to load the
   model (an ONNX session when M has an up-to-date M.onnx or is one: engine.choose_model; else
-  importing TensorFlow, loading and tracing the Keras model), and to score VIDEO (first time,
+  importing TensorFlow, loading and tracing the Keras model), and to score VIDEO as `dfdetect
+  predict` scores a lone video (engine.score_paths: every decoder thread to it) (first time,
   then again warm: the per-video work; then, as the baseline, warm with faces.detect_every 1:
   every sampled frame detected in full); one after the other, median of R interpreters. The
   JSON says whether torch and TensorFlow ended up imported (neither, with MTCNN on
@@ -64,15 +65,18 @@ scorer.load_detector()
 mark("load_mtcnn")
 scorer.load()
 mark("load_model")
-scorer.score(sys.argv[1])
+# as `dfdetect predict` scores one video: score_paths gives a lone video every decoder thread
+def score(with_scorer):
+    return next(engine.score_paths([sys.argv[1]], with_scorer, progress=False))
+score(scorer)
 mark("first_video")
-scorer.score(sys.argv[1])
+score(scorer)
 mark("video_warm")
 # the baseline, in the same interpreter: every sampled frame detected in full (faces.detect_every 1)
 every_frame = engine.VideoScorer(sys.argv[2], config.FacesConfig(detect_every=1), config.ScoreConfig())
 every_frame.load_detector().load()
 mark("load_again")
-every_frame.score(sys.argv[1])
+score(every_frame)
 mark("video_warm_detect_every_1")
 print(json.dumps({"marks": marks, "cpu_s": cpu, "peak_rss_mb": rss, "runtime": scorer.choice.runtime,
                   "mtcnn_runtime": scorer.faces_cfg.mtcnn_runtime, "torch_imported": "torch" in sys.modules,
