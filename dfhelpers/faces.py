@@ -174,18 +174,10 @@ class FaceDetector:
         if not windows:
             return []
         images = np.stack([_window_image(frames[position], window, WINDOW_SIZE) for position, window in windows])
-        found = []
-        for (position, window), detection in zip(windows, self._run_mtcnn(images, windows=True)):
-            scale = float(window[2] - window[0]) / WINDOW_SIZE
-            to_full = np.array([scale] * 4, dtype=np.float32)
-            boxes, probs, points = detection
-            if boxes is not None:  # window pixels -> frame pixels: scale, then the window's corner
-                boxes = np.asarray(np.asarray(boxes).tolist(), dtype=np.float32).reshape(-1, 4) * to_full
-                boxes += np.array([window[0], window[1]] * 2, dtype=np.float32)
-                points = np.asarray(np.asarray(points).tolist(), dtype=np.float32).reshape(-1, 5, 2) * scale
-                points += np.asarray(window[:2], dtype=np.float32)
-            found.append(self._keep(boxes, probs, points, np.ones(4, dtype=np.float32), frames[position].shape))
-        return found
+        # window pixels -> frame pixels: scaled by the window's side, moved by its corner
+        return [self._keep(*detection, np.full(4, (window[2] - window[0]) / WINDOW_SIZE, dtype=np.float32),
+                           frames[position].shape, corner=window[:2])
+                for (position, window), detection in zip(windows, self._run_mtcnn(images, windows=True))]
 
     def _run_mtcnn(self, images: np.ndarray, windows: bool = False) -> list[tuple[Any, Any, Any]]:
         """(boxes, probs, points) per image as facenet's MTCNN.detect returns them (None: no face).
@@ -197,14 +189,16 @@ class FaceDetector:
             return list(zip(*mtcnn.detect(images, landmarks=True)))
         return self._mtcnn.detect(images, min_face_size=WINDOW_MIN_FACE if windows else None)
 
-    def _keep(self, boxes: Any, probs: Any, points: Any, to_full: np.ndarray,
-              shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _keep(self, boxes: Any, probs: Any, points: Any, to_full: np.ndarray, shape: tuple[int, ...],
+              corner: Any = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """MTCNN's faces in frame pixels (x to_full, + corner), filtered: see `detect`."""
         if boxes is None:
             return _no_faces()
+        corner = np.asarray(corner, dtype=np.float32)
         # tolist(): facenet-pytorch returns object arrays with numpy 2
-        boxes = np.asarray(np.asarray(boxes).tolist(), dtype=np.float32).reshape(-1, 4) * to_full
+        boxes = np.asarray(np.asarray(boxes).tolist(), dtype=np.float32).reshape(-1, 4) * to_full + np.tile(corner, 2)
         probs = np.asarray(np.asarray(probs).tolist(), dtype=np.float32).reshape(-1)
-        points = np.asarray(np.asarray(points).tolist(), dtype=np.float32).reshape(-1, 5, 2) * to_full[:2]
+        points = np.asarray(np.asarray(points).tolist(), dtype=np.float32).reshape(-1, 5, 2) * to_full[:2] + corner
         cfg = self.faces_cfg
         is_kept = [p >= cfg.min_face_prob and _has_area(_crop_box(b, cfg.crop_size, cfg.margin, shape))
                    for b, p in zip(boxes, probs)]

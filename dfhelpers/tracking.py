@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from dfhelpers import mtcnn  # its NMS only: onnxruntime is imported when a cascade is built
+
 WINDOW_FACTOR = 2.0  # window side / face size: a face may move half its size and grow or shrink ~1.6x
 Detection = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (k, 4), probs (k,), points (k, 5, 2)
 
@@ -94,18 +96,7 @@ def merge_detections(founds: list[Detection], max_faces: Optional[int]) -> Detec
     boxes = np.concatenate([f[0] for f in founds]).reshape(-1, 4)
     probs = np.concatenate([f[1] for f in founds]).reshape(-1)
     points = np.concatenate([f[2] for f in founds]).reshape(-1, 5, 2)
-    kept: list[int] = []
-    for i in np.argsort(-probs, kind="stable"):
-        if all(_iou(boxes[i], boxes[j]) <= 0.5 for j in kept):
-            kept.append(int(i))
+    kept = mtcnn.batched_nms(boxes, probs, np.zeros(len(boxes), dtype=np.int64), 0.5)  # MTCNN's own NMS
     areas = (boxes[kept, 2] - boxes[kept, 0]) * (boxes[kept, 3] - boxes[kept, 1])
-    order = [kept[k] for k in np.argsort(-areas, kind="stable")][:max_faces]  # None keeps all
+    order = kept[np.argsort(-areas, kind="stable")][:max_faces]  # None keeps all
     return boxes[order], probs[order], points[order]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    overlap = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
-    return float(overlap / union) if union > 0 else 0.0
