@@ -218,6 +218,19 @@ def wait_for_committed(faces_dir: Path, n: int, process: subprocess.Popen) -> No
     assert process.poll() is None, f"the run ended (exit code {process.returncode}) before {n} video(s) were cropped"
 
 
+def wait_for_committed_watching(faces_dir: Path, n: int, process: subprocess.Popen) -> dict[int, str]:
+    """As wait_for_committed; returns the process's descendants (pid: command line) seen last before."""
+    children: dict[int, str] = {}
+    deadline = time.monotonic() + 600
+    while committed_videos(faces_dir) < n and process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            children = {child.pid: " ".join(child.cmdline())
+                        for child in psutil.Process(process.pid).children(recursive=True)}
+        time.sleep(0.01)
+    assert process.poll() is None, f"the run ended (exit code {process.returncode}) before {n} video(s) were cropped"
+    return children
+
+
 @pytest.mark.parametrize("seed", [1])
 def test_face_stage_killed_mid_stage_resumes_to_the_same_manifest(corpus, clean_crop_run, seed):
     cfg_path = write_config(corpus, f"killed{seed}", faces={"workers": 2, "frames_per_video": 8})
@@ -248,9 +261,11 @@ def test_run_all_killed_mid_stage_leaves_no_process_and_resumes(corpus, clean_cr
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     left: list[int] = []
     try:
-        wait_for_committed(cfg.faces_dir, 1, process)
-        left = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
-        workers = [pid for pid in left if "spawn_main" in " ".join(psutil.Process(pid).cmdline())]
+        # the runner's process tree is read while waiting, so that the kill follows the first
+        # commit at once: the rest of this small stage takes well under a second
+        children = wait_for_committed_watching(cfg.faces_dir, 1, process)
+        left = list(children)
+        workers = [pid for pid, command_line in children.items() if "spawn_main" in command_line]
         assert len(workers) >= 2, "the face stage's pool workers were not running"
         os.kill(process.pid, signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL
