@@ -119,7 +119,7 @@ def make_dataset(crops: pd.DataFrame, cfg: Config, training: bool) -> tf.data.Da
         dataset = dataset.cache()
         if training:
             dataset = dataset.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
-    blend = functools.partial(_blend, size=size, training=training)
+    blend = functools.partial(_blend, size=size, training=training, jpeg_quality=cfg.faces.jpeg_quality)
     dataset = dataset.map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     dataset = dataset.batch(train.batch_size)
     augmenter = augmentation(train) if training else None
@@ -188,21 +188,23 @@ def _slices(crops: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
             "blend_seed": seeds, "landmarks": points}
 
 
-def _blend(row: dict[str, tf.Tensor], size: int, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
-    """(image, label) of one row: the decoded crop, or its self-blend when the row asks for one."""
+def _blend(row: dict[str, tf.Tensor], size: int, training: bool, jpeg_quality: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(image, label) of one row: the decoded crop, or its self-blend (JPEG-compressed as the face
+    stage stores crops) when the row asks for one."""
     seed = row["blend_seed"]
     if training:  # a new pseudo-fake every epoch: the same face is never blended the same way twice
         seed = seed + tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64)
 
     def blended() -> tf.Tensor:
-        image = tf.numpy_function(_self_blend, [row["image"], row["landmarks"], seed], tf.uint8, stateful=False)
+        image = tf.numpy_function(functools.partial(_self_blend, jpeg_quality=jpeg_quality),
+                                  [row["image"], row["landmarks"], seed], tf.uint8, stateful=False)
         return tf.ensure_shape(image, (size, size, 3))
 
     return tf.cond(row["is_blend"], blended, lambda: row["image"]), row["label"]
 
 
-def _self_blend(image: np.ndarray, landmarks: np.ndarray, seed: np.int64) -> np.ndarray:
-    return selfblend.self_blend(image, landmarks, np.random.default_rng(int(seed)))
+def _self_blend(image: np.ndarray, landmarks: np.ndarray, seed: np.int64, jpeg_quality: int) -> np.ndarray:
+    return selfblend.self_blend(image, landmarks, np.random.default_rng(int(seed)), jpeg_quality)
 
 
 def _photometric(train: TrainConfig) -> list[keras.layers.Layer]:

@@ -11,6 +11,8 @@ pseudo-fakes to one generator. NumPy and OpenCV only: the tf.data pipeline calls
 
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -21,13 +23,19 @@ LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in ("x"
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 
 
-def self_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def self_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
+               jpeg_quality: Optional[int] = None) -> np.ndarray:
     """A pseudo-fake of a face crop: (S, S, 3) uint8 RGB in, the same shape out.
 
     landmarks: (5, 2) or (10,) float x, y in crop pixels, in LANDMARK_NAMES order.
     One of source/target (chosen at random) is colour-, scale-, sharpness- and
     JPEG-augmented; the source is shifted and scaled by a few percent, then pasted onto the
     target through `face_mask` times a ratio drawn from BLEND_RATIOS.
+
+    jpeg_quality: the face stage's (faces.jpeg_quality). The pseudo-fake is then compressed
+    as every stored crop is, so it ends with the same processing as the REAL crops and the
+    real fakes; without it, a blurred or resampled face would lack the crop's JPEG grid and
+    the model could learn that instead of the blend.
     """
     points = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
     source, target = crop, crop
@@ -38,7 +46,8 @@ def self_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator
     source = _misalign(source, rng)
     mask = face_mask(points, crop.shape[:2], rng) * rng.choice(BLEND_RATIOS)
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    blended = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return blended if jpeg_quality is None else _jpeg(blended, jpeg_quality)
 
 
 def face_mask(landmarks: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -123,5 +132,10 @@ def _sharpness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    is_ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])  # channel order is irrelevant
-    return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if is_ok else image
+    """An RGB image through OpenCV's JPEG encoder and decoder, as faces.encode_jpeg stores crops.
+
+    OpenCV takes BGR: the channels are swapped around the round trip so that luma and chroma
+    (and chroma subsampling) are computed from the right colours.
+    """
+    is_ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]) if is_ok else image
