@@ -156,6 +156,18 @@ def test_fit_temperature_softens_over_confident_logits_and_never_sharpens():
     assert train.fit_temperature(labels, honest / 8, min_temperature=1.0) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_a_model_wrong_on_val_is_calibrated_to_a_coin():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    wrong = -8 * (np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 1.5, 400))  # sure, and the wrong way round
+    value = train.fit_temperature(labels, wrong)
+    assert value > 1000
+    scores = 1 / (1 + np.exp(-wrong / value))
+    assert np.abs(scores - 0.5).max() < 0.01
+    coin = float(np.log(2))
+    assert coin < train._log_loss(labels, wrong, value) < coin + 1e-4  # a coin's log loss, not worse
+
+
 def _faces(rng: np.random.Generator, label: str) -> np.ndarray:
     """A smooth face-like disc on a textured background: something for a self-blend to seam."""
     yy, xx = np.mgrid[:CROP_SIZE, :CROP_SIZE] / CROP_SIZE
