@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from dfhelpers import files, metadata, onnxfile, scoring
 from dfhelpers.config import Config, FacesConfig, ScoreConfig
-from dfhelpers.errors import DfdetectError, ModelLoadError
+from dfhelpers.errors import ConfigError, DfdetectError, ModelLoadError
 from dfhelpers.scoring import FACE_COLUMNS, predictions_from_faces
 
 CACHE_VERSION = 2  # bump when the cached per-video record changes shape (2: face boxes)
@@ -354,7 +354,13 @@ def evaluate_folders(cfg: Config, progress: bool = True) -> dict[str, dict[str, 
 
     Returns {folder name: {"predictions", "faces", "metrics", "reports_dir"}}; each folder's report
     files (scoring.write_evaluation) go to reports/ for the first (test_dir), reports/<name>/ after.
+
+    Raises:
+        ConfigError: the config names no test_dir.
     """
+    if not cfg.test_dirs:
+        raise ConfigError(f"{cfg.source or 'the config'}: no test_dir, so there is nothing to score: "
+                          "set test_dir to a folder of videos (with a metadata.json to measure them)")
     results = {}
     for index, folder in enumerate(cfg.test_dirs):
         videos = metadata.list_videos(folder)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dfhelpers import config, engine, metadata, scoring
-from dfhelpers.errors import ModelLoadError
+from dfhelpers.errors import ConfigError, ModelLoadError
 import hostile
 from test_scoring import save_tiny_model, write_video  # the same tiny videos and model
 
@@ -80,6 +80,14 @@ def test_each_test_folder_of_a_config_is_scored_and_reported_on_its_own(tmp_path
     assert json.loads(cfg.metrics_json.read_text())["label_counts"]["REAL"] == 1
     second = json.loads((cfg.reports_dir / "user_videos" / "metrics.json").read_text())
     assert second["label_counts"]["FAKE"] == 1 and "every labelled video is FAKE" in second["notes"][0]
+
+
+def test_a_config_without_a_test_dir_is_a_one_line_error_naming_it(tmp_path):
+    (tmp_path / "train_only.yaml").write_text("work_dir: run\ndata_dirs: []\n")
+    cfg = config.load(tmp_path / "train_only.yaml")
+    with pytest.raises(ConfigError, match=r"train_only\.yaml: no test_dir.*set test_dir") as caught:
+        engine.evaluate_folders(cfg, progress=False)
+    assert "\n" not in str(caught.value)
 
 
 def test_detection_runs_while_the_model_loads_and_scores_match_a_loaded_scorer(tmp_path):
