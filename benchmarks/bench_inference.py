@@ -8,9 +8,10 @@ Everything runs in this process, in one run, on the same files and the same mode
 - decode floor: every frame decoded to RGB with PyAV (FFmpeg threads on), and the sampled
   frames alone as our scorer reads them; one warm-up pass, then the median of R per video.
 - ours: dfhelpers.engine (the face stage's frame sampler and downscaled batched MTCNN, the
-  training crop geometry, one batched model call per video), each video alone
-  (VideoScorer.score, median of R after a warm-up video) and the whole folder as `dfdetect
-  predict DIR` runs it (score_paths, score.threads videos in flight, median of R passes).
+  training crop geometry, one batched model call per video), each video alone as `dfdetect
+  predict VIDEO` scores it (score_paths with one path: its decoder gets every core; median of R
+  after a warm-up video) and the whole folder as `dfdetect predict DIR` runs it (score_paths,
+  score.threads videos in flight, median of R passes).
 - baseline with equal work: the same sampled frames, decoded the same way, through
   full-resolution per-frame MTCNN (facenet-pytorch's default thresholds, as ours), then the
   same model once on all of the video's faces: only the detection differs; median of R.
@@ -162,7 +163,10 @@ class _OriginalLoop:
 
 
 def _ours_alone(scorer, path: Path, repeats: int) -> dict:
-    runs = [_timed(lambda: scorer.score(path)) for _ in range(max(1, repeats))]
+    """One video scored as `dfdetect predict VIDEO` scores it: score_paths, its decoder on every core."""
+    from dfhelpers import engine
+
+    runs = [_timed(lambda: next(engine.score_paths([path], scorer, progress=False))) for _ in range(max(1, repeats))]
     return {"seconds": statistics.median(seconds for _, seconds in runs), "scored": runs[0][0],
             "runs": [seconds for _, seconds in runs]}
 
