@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dfhelpers import compat, files, selfblend, tracking, video, workers
+from dfhelpers.jpeg import encode_jpeg, jpeg_roundtrip  # noqa: F401 - faces.jpeg_roundtrip for scoring
 from dfhelpers.config import Config, FacesConfig
 from dfhelpers.errors import ConfigError, MetadataError, StageOutputMissing, VideoReadError
 
@@ -225,23 +226,6 @@ def landmarks_in_crop(points: np.ndarray, box: np.ndarray, crop_size: int, margi
     x1, y1, x2, y2 = _crop_box(np.asarray(box), crop_size, margin, shape)
     scale = np.array([crop_size / max(x2 - x1, 1), crop_size / max(y2 - y1, 1)], dtype=np.float32)
     return ((np.asarray(points, dtype=np.float32) - np.array([x1, y1], dtype=np.float32)) * scale).astype(np.float32)
-
-
-def jpeg_roundtrip(crop: np.ndarray, quality: int) -> np.ndarray:
-    """The crop as it reads back from its JPEG file (same encoder, same quality, RGB uint8).
-
-    Scoring uses this so that inference crops carry the training crops' compression artefacts.
-    """
-    encoded = np.frombuffer(encode_jpeg(crop, quality), dtype=np.uint8)
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
-    """JPEG bytes of an RGB crop (OpenCV's encoder, as the original workflow's save_path)."""
-    is_ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not is_ok:
-        raise ValueError(f"OpenCV could not encode a crop of shape {crop.shape} as JPEG")
-    return encoded.tobytes()
 
 
 def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetector,

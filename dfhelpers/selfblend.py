@@ -16,6 +16,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from dfhelpers.jpeg import jpeg_roundtrip
+
 # MTCNN's five points, as the face stage stores them per crop (crop pixels, 0..crop_size)
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in ("x", "y")]
@@ -47,7 +49,7 @@ def self_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator
     mask = face_mask(points, crop.shape[:2], rng) * rng.choice(BLEND_RATIOS)
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
     blended = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-    return blended if jpeg_quality is None else _jpeg(blended, jpeg_quality)
+    return blended if jpeg_quality is None else jpeg_roundtrip(blended, jpeg_quality)
 
 
 def face_mask(landmarks: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -91,7 +93,7 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         changed = cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
     changed = _sharpness(changed, rng)
     if rng.random() < 0.5:
-        changed = _jpeg(changed, int(rng.integers(40, 96)))
+        changed = jpeg_roundtrip(changed, int(rng.integers(40, 96)))
     return changed
 
 
@@ -130,12 +132,3 @@ def _sharpness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     amount = rng.uniform(0.3, 1.0)
     return cv2.addWeighted(image, 1 + amount, blurred, -amount, 0)
 
-
-def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    """An RGB image through OpenCV's JPEG encoder and decoder, as faces.encode_jpeg stores crops.
-
-    OpenCV takes BGR: the channels are swapped around the round trip so that luma and chroma
-    (and chroma subsampling) are computed from the right colours.
-    """
-    is_ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]) if is_ok else image
