@@ -211,22 +211,17 @@ def committed_videos(faces_dir: Path) -> int:
     return sum(1 for rows in faces_dir.glob("*/*.csv") if not rows.parent.name.startswith("."))
 
 
-def wait_for_committed(faces_dir: Path, n: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 600
-    while committed_videos(faces_dir) < n and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, f"the run ended (exit code {process.returncode}) before {n} video(s) were cropped"
-
-
-def wait_for_committed_watching(faces_dir: Path, n: int, process: subprocess.Popen) -> dict[int, str]:
-    """As wait_for_committed; returns the process's descendants (pid: command line) seen last before."""
+def wait_for_committed(faces_dir: Path, n: int, process: subprocess.Popen, watch: bool = False) -> dict[int, str]:
+    """Wait until n videos are committed; with watch, the process's descendants (pid: command
+    line) as last seen before that, read every 10 ms so that a kill can follow at once."""
     children: dict[int, str] = {}
     deadline = time.monotonic() + 600
     while committed_videos(faces_dir) < n and process.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(psutil.Error):
-            children = {child.pid: " ".join(child.cmdline())
-                        for child in psutil.Process(process.pid).children(recursive=True)}
-        time.sleep(0.01)
+        if watch:
+            with contextlib.suppress(psutil.Error):
+                children = {child.pid: " ".join(child.cmdline())
+                            for child in psutil.Process(process.pid).children(recursive=True)}
+        time.sleep(0.01 if watch else 0.05)
     assert process.poll() is None, f"the run ended (exit code {process.returncode}) before {n} video(s) were cropped"
     return children
 
@@ -263,7 +258,7 @@ def test_run_all_killed_mid_stage_leaves_no_process_and_resumes(corpus, clean_cr
     try:
         # the runner's process tree is read while waiting, so that the kill follows the first
         # commit at once: the rest of this small stage takes well under a second
-        children = wait_for_committed_watching(cfg.faces_dir, 1, process)
+        children = wait_for_committed(cfg.faces_dir, 1, process, watch=True)
         left = list(children)
         workers = [pid for pid, command_line in children.items() if "spawn_main" in command_line]
         assert len(workers) >= 2, "the face stage's pool workers were not running"
