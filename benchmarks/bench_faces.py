@@ -44,7 +44,7 @@ import pandas as pd
 from PIL import Image
 
 import _common
-from dfhelpers import config, faces, video
+from dfhelpers import config, extract, facedetect, faces, jpeg, video
 
 
 def main() -> None:
@@ -124,10 +124,10 @@ def one_video_alone(path: Path, faces_cfg: config.FacesConfig, repeats: int) -> 
         import torch  # noqa: F401  - loaded first, so torch_threads restores the baseline's threads afterwards
 
     with faces.torch_threads(faces_cfg.torch_threads):
-        detector = faces.FaceDetector(faces_cfg)
+        detector = facedetect.FaceDetector(faces_cfg)
         cv2.setNumThreads(1)
-        work = lambda: [faces.encode_jpeg(c, faces_cfg.jpeg_quality)  # noqa: E731
-                        for c in faces.extract_video(path, faces_cfg, detector).crops]
+        work = lambda: [jpeg.encode_jpeg(c, faces_cfg.jpeg_quality)  # noqa: E731
+                        for c in extract.extract_video(path, faces_cfg, detector).crops]
         work()  # warm-up
         cpu_started = time.process_time()
         seconds = _common.median_seconds(work, repeats)

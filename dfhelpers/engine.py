@@ -80,7 +80,7 @@ class VideoScorer:
     """The face detector and the model, loaded on first use, scoring one video at a time.
 
     Frames are sampled, detected and cropped exactly as the face stage does for training
-    (dfhelpers.faces.extract_video), and each crop goes through the same JPEG round trip as
+    (dfhelpers.extract.extract_video), and each crop goes through the same JPEG round trip as
     the training crops; all faces of a video then go through the model in one batched call.
     The model runs on onnxruntime when choose_model finds an ONNX file, else on Keras.
     """
@@ -143,9 +143,9 @@ class VideoScorer:
         """Load the face detector once (it sets its own runtime's threads); thread-safe."""
         with self._lock:
             if self._detector is None:
-                from dfhelpers import faces  # imported here: its detector runtime takes time to import
+                from dfhelpers import facedetect  # imported here: its detector runtime takes time to import
 
-                self._detector = faces.FaceDetector(self.faces_cfg)
+                self._detector = facedetect.FaceDetector(self.faces_cfg)
         return self
 
     @property
@@ -189,17 +189,17 @@ class VideoScorer:
         Returns a ScoredVideo whose `score` column is still empty; `finish` fills it.
         `decode_threads`: FFmpeg threads (2 when this is the only video in flight).
         """
-        from dfhelpers import faces
+        from dfhelpers import extract, jpeg
 
         self.load_detector()
         started = time.perf_counter()
         try:
-            video_faces = faces.extract_video(path, self.faces_cfg, self._detector, decode_threads)
+            video_faces = extract.extract_video(path, self.faces_cfg, self._detector, decode_threads)
         except DfdetectError as err:
             return _failed(Path(path), f"unreadable: {' '.join(str(err).split())}")
         except Exception as err:  # noqa: BLE001 - one bad video must not stop the others; reported in its row
             return _failed(Path(path), f"error: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
-        crops = np.stack([faces.jpeg_roundtrip(crop, self.faces_cfg.jpeg_quality) for crop in video_faces.crops]
+        crops = np.stack([jpeg.jpeg_roundtrip(crop, self.faces_cfg.jpeg_quality) for crop in video_faces.crops]
                          ) if video_faces.n_faces else video_faces.crops
         table = video_faces.table().assign(score=np.nan, crop="")
         return ScoredVideo(Path(path).name, str(path), video_faces.status, video_faces.frames_read,
@@ -281,13 +281,13 @@ class ScoreCache:
         return self.cache_dir / f"{path.name}.{hashlib.sha1(identity.encode()).hexdigest()[:10]}.json"
 
     def _save_crops(self, scored: ScoredVideo) -> ScoredVideo:
-        from dfhelpers import faces
+        from dfhelpers import jpeg
 
         folder = Path(self.crops_dir) / Path(scored.video).stem
         crop_paths = []
         for frame_index, face_index, crop in zip(scored.faces["frame"], scored.faces["face"], scored.crops):
             # for display only (timeline plots): the model saw the in-memory crop
-            target = files.write_bytes(faces.encode_jpeg(crop, 95), folder / f"{frame_index:05d}_{face_index}.jpg")
+            target = files.write_bytes(jpeg.encode_jpeg(crop, 95), folder / f"{frame_index:05d}_{face_index}.jpg")
             crop_paths.append(target.relative_to(self.work_dir).as_posix() if self.work_dir else str(target))
         return dataclasses.replace(scored, faces=scored.faces.assign(crop=crop_paths))
 

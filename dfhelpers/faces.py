@@ -1,4 +1,4 @@
-"""MTCNN face detection and cropping (batched), the crop manifest, resumable, local or distributed."""
+"""The face stage: every video's crops and manifest rows, committed per video, resumable, local or distributed."""
 
 from __future__ import annotations
 
@@ -11,24 +11,20 @@ import functools
 import json
 import multiprocessing
 import os
-import queue
 import shutil
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import cv2
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfhelpers import compat, files, selfblend, tracking, video, workers
-from dfhelpers.jpeg import encode_jpeg, jpeg_roundtrip  # noqa: F401 - faces.jpeg_roundtrip for scoring
+from dfhelpers import extract, facedetect, files, jpeg, selfblend, workers
 from dfhelpers.config import Config, FacesConfig
-from dfhelpers.errors import ConfigError, MetadataError, StageOutputMissing, VideoReadError
+from dfhelpers.errors import ConfigError, MetadataError, StageOutputMissing
 
 ROWS_FILE = "rows.csv"  # inside faces/<video stem>/: that video's manifest rows, committed with its crops
 SETTINGS_FILE = "crop_settings.json"  # inside faces/: the settings the crops were made with
@@ -48,252 +44,6 @@ OUTPUT_SETTINGS = ("sampling", "frames_per_video", "every_k", "detect_size", "th
                    "redetect_misses", "detect_every")
 # what a run folder made before a setting existed was made with (its crop_settings.json lacks the key)
 SETTINGS_BEFORE_THEY_EXISTED = {"redetect_misses": False, "detect_every": 1}
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoFaces:
-    """The faces found in one video, in memory; k faces, ordered by frame then face index."""
-
-    video: str  # file name
-    frame_indices: np.ndarray  # (k,) int: the frame each face comes from
-    face_indices: np.ndarray  # (k,) int: index within its frame, 0 = largest box
-    boxes: np.ndarray  # (k, 4) float32: x1, y1, x2, y2 in full-resolution pixels
-    landmarks: np.ndarray  # (k, 5, 2) float32: MTCNN's five points x, y in crop pixels (see LANDMARK_NAMES)
-    probs: np.ndarray  # (k,) float32: MTCNN face probability
-    tracks: np.ndarray  # (k,) int: per-video track id, the same person across frames
-    crops: np.ndarray  # (k, crop_size, crop_size, 3) uint8 RGB, before JPEG compression
-    frames_read: int
-    status: str  # "ok", "no_face", "partial: <reason>" (broke mid-stream), "unreadable: <reason>"
-    seconds: float
-
-    @property
-    def n_faces(self) -> int:
-        return len(self.frame_indices)
-
-    def table(self) -> pd.DataFrame:
-        """One row per face: video, frame, face, track, x1, y1, x2, y2, prob, landmark columns (no paths)."""
-        x1, y1, x2, y2 = (self.boxes.reshape(-1, 4)[:, i] for i in range(4))
-        points = pd.DataFrame(self.landmarks.reshape(-1, 10), columns=LANDMARK_COLUMNS)
-        boxes = pd.DataFrame({"video": self.video, "frame": self.frame_indices, "face": self.face_indices,
-                              "track": self.tracks, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "prob": self.probs})
-        return pd.concat([boxes, points.round(2)], axis=1)
-
-
-class FaceDetector:
-    """MTCNN, loaded once, run on downscaled copies of frames in batches.
-
-    Boxes come back in full-resolution pixels. Detecting on a copy whose longest side is
-    `detect_size` (640 px for 1080p: 1/9 of the pixels) is what makes the stage cheap; faces
-    smaller than `min_face_size` x (full size / detect_size) are not found there, so with
-    `redetect_misses` a frame without a face is detected again at full resolution (only misses
-    pay for it, and of a batch's misses only the first when full resolution finds nothing there).
-    The nets run on onnxruntime (dfhelpers.mtcnn, no torch in the process) or, with
-    `mtcnn_runtime: torch`, in facenet-pytorch itself; both give the same faces.
-    """
-
-    def __init__(self, faces_cfg: FacesConfig):
-        self.faces_cfg = faces_cfg
-        if faces_cfg.mtcnn_runtime == "torch":
-            compat.avoid_triton_after_tensorflow()  # a notebook may have loaded TensorFlow first
-            import torch
-            from facenet_pytorch import MTCNN  # imported here: torch is heavy and only this runtime needs it
-
-            # MTCNN's R/O-net stages are thousands of tiny ops: more threads than free cores made
-            # detection 5x slower on a busy 2-core machine (OpenMP spin-waiting)
-            torch.set_num_threads(max(1, faces_cfg.torch_threads))
-            # select_largest: faces come back largest first, as in the original keep_all workflow
-            self._mtcnn = MTCNN(keep_all=True, thresholds=list(faces_cfg.thresholds),
-                                min_face_size=faces_cfg.min_face_size, select_largest=True, device="cpu")
-            # the windows' pyramid (detect_in_windows) in a second instance: threads share a detector
-            # (dfdetect scores two videos at once), so the first one's settings never change
-            self._window_mtcnn = MTCNN(keep_all=True, thresholds=list(faces_cfg.thresholds),
-                                       min_face_size=WINDOW_MIN_FACE, select_largest=True, device="cpu")
-        else:
-            from dfhelpers import mtcnn
-
-            self._mtcnn = mtcnn.Mtcnn(faces_cfg.thresholds, faces_cfg.min_face_size, threads=faces_cfg.torch_threads)
-
-    def detect(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per frame: boxes (k, 4) float32 full-resolution x1, y1, x2, y2 and probs (k,) float32.
-
-        Frames may differ in size: MTCNN batches only equal-size images, so frames are grouped.
-        Only faces with prob >= min_face_prob whose crop is not empty are kept, largest first,
-        at most max_faces_per_frame.
-        """
-        return [(boxes, probs) for boxes, probs, _ in self.detect_with_landmarks(frames)]
-
-    def detect_with_landmarks(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """As `detect`, plus MTCNN's five landmarks per face: (k, 5, 2) float32 full-resolution x, y.
-
-        The points are the eyes (left, right as seen in the image), the nose tip and the mouth
-        corners (left, right), in that order.
-        """
-        results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [_no_faces()] * len(frames)
-        positions_by_shape: dict[tuple[int, ...], list[int]] = {}
-        for position, frame in enumerate(frames):
-            positions_by_shape.setdefault(frame.shape, []).append(position)
-        batch_size = max(1, self.faces_cfg.batch_size)
-        for shape, positions in positions_by_shape.items():
-            for start in range(0, len(positions), batch_size):
-                chunk = positions[start:start + batch_size]
-                for position, found in zip(chunk, self._detect_same_size([frames[p] for p in chunk])):
-                    results[position] = found
-        return results
-
-    def _detect_same_size(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        height, width = frames[0].shape[:2]
-        scale = min(1.0, self.faces_cfg.detect_size / max(height, width))  # never upscale
-        small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if small_size == (width, height):
-            small = np.stack(frames)
-        else:  # INTER_AREA: the anti-aliased downscale that keeps small faces detectable
-            small = np.stack([cv2.resize(f, small_size, interpolation=cv2.INTER_AREA) for f in frames])
-        to_full = np.array([width / small_size[0], height / small_size[1]] * 2, dtype=np.float32)
-        found = [self._keep(*detection, to_full, frames[0].shape) for detection in self._run_mtcnn(small)]
-        misses = [i for i, (boxes, _, _) in enumerate(found) if not len(boxes)]
-        if misses and self.faces_cfg.redetect_misses and small_size != (width, height):
-            same = np.ones(4, dtype=np.float32)
-            for i in misses:  # one at a time: a batch of full-resolution pyramids would cost GBs
-                [detection] = self._run_mtcnn(frames[i][None])
-                found[i] = self._keep(*detection, same, frames[0].shape)
-                if not len(found[i][0]):
-                    # nothing at full size either: the other misses of this batch are most likely
-                    # faceless too (a scene without people), so a faceless video pays for one
-                    # full-size frame per batch, not for all 32
-                    break
-        return found
-
-    def detect_in_windows(self, frames: list[np.ndarray],
-                          windows: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per window (position in frames, square x1, y1, x2, y2 in full-resolution pixels): the faces
-        MTCNN finds inside it, in full-resolution pixels, kept as `detect` keeps them.
-
-        Each window is cut from its full-resolution frame (black beyond the frame's edges) and
-        scaled to WINDOW_SIZE px; the pyramid starts at WINDOW_MIN_FACE px there. A window twice
-        a face's size (dfhelpers.tracking) finds that face from ~0.4x to 1.6x its size.
-        """
-        if not windows:
-            return []
-        images = np.stack([_window_image(frames[position], window, WINDOW_SIZE) for position, window in windows])
-        # window pixels -> frame pixels: scaled by the window's side, moved by its corner
-        return [self._keep(*detection, np.full(4, (window[2] - window[0]) / WINDOW_SIZE, dtype=np.float32),
-                           frames[position].shape, corner=window[:2])
-                for (position, window), detection in zip(windows, self._run_mtcnn(images, windows=True))]
-
-    def _run_mtcnn(self, images: np.ndarray, windows: bool = False) -> list[tuple[Any, Any, Any]]:
-        """(boxes, probs, points) per image as facenet's MTCNN.detect returns them (None: no face).
-
-        windows: the images are detect_in_windows' windows (the pyramid starts at WINDOW_MIN_FACE px).
-        """
-        if self.faces_cfg.mtcnn_runtime == "torch":
-            mtcnn = self._window_mtcnn if windows else self._mtcnn
-            return list(zip(*mtcnn.detect(images, landmarks=True)))
-        return self._mtcnn.detect(images, min_face_size=WINDOW_MIN_FACE if windows else None)
-
-    def _keep(self, boxes: Any, probs: Any, points: Any, to_full: np.ndarray, shape: tuple[int, ...],
-              corner: Any = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """MTCNN's faces in frame pixels (x to_full, + corner), filtered: see `detect`."""
-        if boxes is None:
-            return _no_faces()
-        corner = np.asarray(corner, dtype=np.float32)
-        # tolist(): facenet-pytorch returns object arrays with numpy 2
-        boxes = np.asarray(np.asarray(boxes).tolist(), dtype=np.float32).reshape(-1, 4) * to_full + np.tile(corner, 2)
-        probs = np.asarray(np.asarray(probs).tolist(), dtype=np.float32).reshape(-1)
-        points = np.asarray(np.asarray(points).tolist(), dtype=np.float32).reshape(-1, 5, 2) * to_full[:2] + corner
-        cfg = self.faces_cfg
-        is_kept = [p >= cfg.min_face_prob and _has_area(_crop_box(b, cfg.crop_size, cfg.margin, shape))
-                   for b, p in zip(boxes, probs)]
-        kept = np.flatnonzero(is_kept)[: cfg.max_faces_per_frame]  # None keeps all
-        return boxes[kept], probs[kept], points[kept]
-
-
-def crop_face(frame: np.ndarray, box: np.ndarray, crop_size: int, margin: int) -> np.ndarray:
-    """Square uint8 crop of a face, the same pixels as facenet-pytorch's `extract_face`.
-
-    `margin` is in output pixels (as extract_face): the box grows by
-    margin x box size / (crop_size - margin), is clipped to the frame, then resized with
-    cv2.INTER_AREA (extract_face's resize for numpy frames).
-    """
-    x1, y1, x2, y2 = _crop_box(np.asarray(box), crop_size, margin, frame.shape)
-    if not _has_area((x1, y1, x2, y2)):
-        raise ValueError(f"box {list(box)} lies outside the {frame.shape[1]}x{frame.shape[0]} frame")
-    return cv2.resize(frame[y1:y2, x1:x2], (crop_size, crop_size), interpolation=cv2.INTER_AREA)
-
-
-def landmarks_in_crop(points: np.ndarray, box: np.ndarray, crop_size: int, margin: int,
-                      shape: tuple[int, ...]) -> np.ndarray:
-    """Full-frame landmarks (5, 2) moved into the pixels of the crop that crop_face makes from `box`."""
-    x1, y1, x2, y2 = _crop_box(np.asarray(box), crop_size, margin, shape)
-    scale = np.array([crop_size / max(x2 - x1, 1), crop_size / max(y2 - y1, 1)], dtype=np.float32)
-    return ((np.asarray(points, dtype=np.float32) - np.array([x1, y1], dtype=np.float32)) * scale).astype(np.float32)
-
-
-def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: FaceDetector,
-                  decode_threads: int = 1) -> VideoFaces:
-    """Detect, track and crop the faces of one video in memory; writes nothing.
-
-    A video that cannot be read gets status "unreadable: <reason>"; one that breaks mid-stream
-    keeps the faces of the frames decoded before the break, with status "partial: <reason>".
-    A background thread decodes the next batch of frames while this one detects (PyAV's
-    decoder and torch release the GIL, so the two overlap on two cores); about two batches
-    are in memory at once (the one detected, the next one decoded), however long the video.
-
-    Args:
-        decode_threads: FFmpeg threads of that decoder (video.read_frames): 1 in a worker of
-            the stage's pool, where every core already runs a worker; 2 in a process that
-            handles one video at a time.
-    """
-    started = time.perf_counter()
-    path = Path(path)
-    found: list[tuple] = []  # frame, face, box, prob, crop, landmarks in crop pixels
-    frames_read, problems = 0, []
-    try:
-        indices = video.sample_indices(video.probe(path).n_frames, faces_cfg)
-    except VideoReadError as err:
-        indices, problems = [], [err]
-    batches = _frame_batches(path, indices, faces_cfg.batch_size, problems, decode_threads)
-    tracker = tracking.FaceTracker(detector, faces_cfg.detect_every)
-    with _decoded_ahead(batches) as decoded:
-        for batch in decoded:
-            frames_read += len(batch)
-            detections = tracker.detect([frame for _, frame in batch])
-            for (frame_index, frame), (boxes, probs, points) in zip(batch, detections):
-                for face_index, (box, prob, face_points) in enumerate(zip(boxes, probs, points)):
-                    crop = crop_face(frame, box, faces_cfg.crop_size, faces_cfg.margin)
-                    in_crop = landmarks_in_crop(face_points, box, faces_cfg.crop_size, faces_cfg.margin, frame.shape)
-                    found.append((frame_index, face_index, box, float(prob), crop, in_crop))
-    status = _status(frames_read, len(found), problems)
-    return _video_faces(path.name, found, faces_cfg, frames_read, status, time.perf_counter() - started)
-
-
-def assign_tracks(frame_indices: np.ndarray, boxes: np.ndarray, max_shift: float) -> np.ndarray:
-    """Track id per face: a face continues the nearest track whose latest box is close enough.
-
-    Frames are visited in order. A (face, track) pair may match when the face's centre lies
-    within max_shift x the track's latest box width of that box's centre and neither box is
-    more than twice the other's width (a face does not double in size between sampled frames).
-    Pairs are matched greedily, nearest first, one face per track; unmatched faces open new
-    tracks (ids 0, 1, ... in order of appearance).
-    """
-    frame_indices = np.asarray(frame_indices)
-    tracks = np.full(len(frame_indices), -1, dtype=int)
-    last_boxes: list[np.ndarray] = []  # latest box of each track
-    for frame_index in sorted(set(frame_indices.tolist())):
-        positions = np.flatnonzero(frame_indices == frame_index)
-        shifts = _relative_shift(boxes[positions], np.array(last_boxes).reshape(-1, 4))
-        for flat in np.argsort(shifts, axis=None, kind="stable"):
-            face, track = np.unravel_index(flat, shifts.shape)
-            if shifts[face, track] > max_shift:
-                break
-            if tracks[positions[face]] == -1 and track not in tracks[positions]:
-                tracks[positions[face]] = track
-        for position in positions:
-            if tracks[position] == -1:
-                tracks[position] = len(last_boxes)
-                last_boxes.append(boxes[position])
-            else:
-                last_boxes[tracks[position]] = boxes[position]
-    return tracks
 
 
 def run_stage(cfg: Config, videos: pd.DataFrame, executor: Optional[concurrent.futures.Executor] = None) -> pd.DataFrame:
@@ -387,155 +137,7 @@ def torch_threads(n_threads: int) -> Iterator[None]:
 
 # --- private helpers -------------------------------------------------------------------
 
-_DETECTORS: dict[FacesConfig, FaceDetector] = {}  # per process: MTCNN loaded once per settings
-_MAX_WIDTH_RATIO = 2.0  # a face does not double or halve in width between sampled frames
-# dfhelpers.tracking's windows: scaled to 128 px, a face twice smaller than its window is 64 px
-# there; the pyramid's first level finds faces of 24 px (P-net's 12 px cells at scale 0.5)
-WINDOW_SIZE, WINDOW_MIN_FACE = 128, 24
-
-
-def _no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32), np.zeros((0, 5, 2), dtype=np.float32)
-
-
-def _crop_box(box: np.ndarray, crop_size: int, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """extract_face's arithmetic, operation for operation (same dtype, same truncation)."""
-    margin_x = margin * (box[2] - box[0]) / (crop_size - margin)
-    margin_y = margin * (box[3] - box[1]) / (crop_size - margin)
-    height, width = shape[:2]
-    return (int(max(box[0] - margin_x / 2, 0)), int(max(box[1] - margin_y / 2, 0)),
-            int(min(box[2] + margin_x / 2, width)), int(min(box[3] + margin_y / 2, height)))
-
-
-def _window_image(frame: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:
-    """The window's pixels of a frame as a size x size RGB image; black where it leaves the frame."""
-    height, width = frame.shape[:2]
-    x1, y1, x2, y2 = (int(v) for v in window)  # whole pixels (tracking.face_windows)
-    inside = frame[max(y1, 0):max(min(y2, height), 0), max(x1, 0):max(min(x2, width), 0)]
-    if inside.shape[:2] != (y2 - y1, x2 - x1):
-        padded = np.zeros((max(y2 - y1, 1), max(x2 - x1, 1), 3), dtype=frame.dtype)
-        top, left = max(0, -y1), max(0, -x1)
-        padded[top:top + inside.shape[0], left:left + inside.shape[1]] = inside
-        inside = padded
-    return cv2.resize(inside, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def _has_area(crop_box: tuple[int, int, int, int]) -> bool:
-    return crop_box[2] > crop_box[0] and crop_box[3] > crop_box[1]
-
-
-def _relative_shift(boxes: np.ndarray, track_boxes: np.ndarray) -> np.ndarray:
-    """(faces, tracks): centre distance in track-box widths; inf when the widths differ over 2x."""
-    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    track_boxes = np.asarray(track_boxes, dtype=float).reshape(-1, 4)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    track_centres = (track_boxes[:, :2] + track_boxes[:, 2:]) / 2
-    widths = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
-    track_widths = np.maximum(track_boxes[:, 2] - track_boxes[:, 0], 1e-6)
-    distances = np.linalg.norm(centres[:, None, :] - track_centres[None, :, :], axis=2) / track_widths[None, :]
-    width_ratio = widths[:, None] / track_widths[None, :]
-    return np.where((width_ratio <= _MAX_WIDTH_RATIO) & (width_ratio >= 1 / _MAX_WIDTH_RATIO), distances, np.inf)
-
-
-def _frame_batches(path: Path, indices: list[int], batch_size: int, problems: list[VideoReadError],
-                   decode_threads: int = 1) -> Generator[list[tuple[int, np.ndarray]], None, None]:
-    """Batches of (index, frame); a read error ends the batches (after the partial one) and is appended to problems."""
-    batch: list[tuple[int, np.ndarray]] = []
-    try:
-        for item in video.read_frames(path, indices, decode_threads):
-            batch.append(item)
-            if len(batch) == max(1, batch_size):
-                yield batch
-                batch = []
-    except VideoReadError as err:
-        problems.append(err)
-    if batch:
-        yield batch
-
-
-@contextlib.contextmanager
-def _decoded_ahead(batches: Generator[list, None, None], depth: int = 1) -> Iterator[Iterator[list]]:
-    """`batches`, produced by a background thread at most `depth` items ahead of the consumer.
-
-    The producer starts on the next item only when the consumer has taken one, so at most
-    depth + 1 items exist at once (the one being consumed included). An exception the
-    producer raises is raised to the consumer in its place. Leaving the block, at the end or
-    early (an error while detecting), stops the producer and joins it: no thread and no open
-    video outlive the block.
-    """
-    handoff: queue.Queue = queue.Queue()  # holds at most `depth` items: each needs a unit of room
-    room = threading.Semaphore(max(1, depth))
-    is_stopping = threading.Event()
-    producer = threading.Thread(target=_produce, args=(batches, handoff, room, is_stopping),
-                                name="dfhelpers-decode", daemon=True)  # daemon: never holds up an exit
-    producer.start()
-    try:
-        yield _consume(handoff, room)
-    finally:
-        is_stopping.set()
-        room.release()  # a producer waiting for room wakes up and sees the stop
-        producer.join()
-
-
-@dataclasses.dataclass(frozen=True)
-class _ProducerFailed:
-    error: BaseException
-
-
-_END_OF_BATCHES = object()
-
-
-def _produce(batches: Generator[list, None, None], handoff: queue.Queue, room: threading.Semaphore,
-             is_stopping: threading.Event) -> None:
-    """Runs in the decode thread: wait for room, make the next item, hand it over; then the end marker."""
-    try:
-        while True:
-            room.acquire()
-            if is_stopping.is_set():
-                return
-            item = next(batches, _END_OF_BATCHES)
-            handoff.put(item)
-            if item is _END_OF_BATCHES:
-                return
-    except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
-        handoff.put(_ProducerFailed(err))
-    finally:
-        batches.close()  # in this thread: the generator's open video is closed where it was used
-
-
-def _consume(handoff: queue.Queue, room: threading.Semaphore) -> Iterator[list]:
-    while True:
-        item = handoff.get()
-        room.release()  # the producer makes the next item while this one is used
-        if item is _END_OF_BATCHES:
-            return
-        if isinstance(item, _ProducerFailed):
-            raise item.error
-        yield item
-
-
-def _status(frames_read: int, n_faces: int, problems: list[VideoReadError]) -> str:
-    if problems:
-        reason = getattr(problems[0], "reason", str(problems[0]))
-        return f"{'partial' if frames_read else 'unreadable'}: {reason}"
-    return "ok" if n_faces else "no_face"
-
-
-def _video_faces(name: str, found: list, faces_cfg: FacesConfig, frames_read: int, status: str,
-                 seconds: float) -> VideoFaces:
-    size = faces_cfg.crop_size
-    frame_indices = np.array([f[0] for f in found], dtype=int)
-    boxes = np.array([f[2] for f in found], dtype=np.float32).reshape(-1, 4)
-    return VideoFaces(
-        video=name, frame_indices=frame_indices, face_indices=np.array([f[1] for f in found], dtype=int),
-        boxes=boxes, probs=np.array([f[3] for f in found], dtype=np.float32),
-        landmarks=np.array([f[5] for f in found], dtype=np.float32).reshape(-1, 5, 2),
-        tracks=assign_tracks(frame_indices, boxes, faces_cfg.track_max_shift),
-        crops=np.array([f[4] for f in found], dtype=np.uint8).reshape(-1, size, size, 3),
-        frames_read=frames_read, status=status, seconds=seconds)
-
-
-# --- the stage: per-video commit, executors, manifest ------------------------------------
+_DETECTORS: dict[FacesConfig, facedetect.FaceDetector] = {}  # per process: MTCNN loaded once per settings
 
 
 def _init_worker(faces_cfg: FacesConfig) -> None:
@@ -544,9 +146,9 @@ def _init_worker(faces_cfg: FacesConfig) -> None:
     _detector_for(faces_cfg)
 
 
-def _detector_for(faces_cfg: FacesConfig) -> FaceDetector:
+def _detector_for(faces_cfg: FacesConfig) -> facedetect.FaceDetector:
     if faces_cfg not in _DETECTORS:
-        _DETECTORS[faces_cfg] = FaceDetector(faces_cfg)
+        _DETECTORS[faces_cfg] = facedetect.FaceDetector(faces_cfg)
     return _DETECTORS[faces_cfg]
 
 
@@ -555,14 +157,14 @@ def _process_video(name: str, path: str, faces_cfg: FacesConfig, faces_dir: str,
     if faces_cfg not in _DETECTORS and multiprocessing.parent_process() is not None:
         _init_worker(faces_cfg)  # a worker process without our initializer (Dask, a caller's pool)
     started = time.perf_counter()
-    result = extract_video(path, faces_cfg, _detector_for(faces_cfg))
+    result = extract.extract_video(path, faces_cfg, _detector_for(faces_cfg))
     final_dir = Path(faces_dir) / Path(name).stem
     staging_dir = Path(faces_dir) / f".{final_dir.name}.partial-{uuid.uuid4().hex[:8]}"
     staging_dir.mkdir(parents=True)
     crop_paths = []
     for frame_index, face_index, crop in zip(result.frame_indices, result.face_indices, result.crops):
         file_name = f"{frame_index:05d}_{face_index}.jpg"
-        (staging_dir / file_name).write_bytes(encode_jpeg(crop, faces_cfg.jpeg_quality))
+        (staging_dir / file_name).write_bytes(jpeg.encode_jpeg(crop, faces_cfg.jpeg_quality))
         crop_paths.append((final_dir / file_name).relative_to(work_dir).as_posix())
     seconds = round(time.perf_counter() - started, 3)
     rows = _video_rows(dataclasses.replace(result, video=name), crop_paths, seconds)
@@ -583,7 +185,7 @@ def _commit(staging_dir: Path, final_dir: Path) -> None:
             shutil.rmtree(staging_dir, ignore_errors=True)
 
 
-def _video_rows(result: VideoFaces, crop_paths: list[str], seconds: float) -> pd.DataFrame:
+def _video_rows(result: extract.VideoFaces, crop_paths: list[str], seconds: float) -> pd.DataFrame:
     """The manifest rows of one video: its status row, then one row per crop."""
     status_row = pd.DataFrame([{"kind": "video", "video": result.video, "status": result.status,
                                 "frames_read": result.frames_read, "n_faces": result.n_faces, "seconds": seconds}])

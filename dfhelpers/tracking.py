@@ -1,4 +1,4 @@
-"""Following faces between key frames: MTCNN on small windows instead of whole frames.
+"""Faces across a video's sampled frames: followed between key frames (MTCNN on small windows), joined into tracks.
 
 A video's sampled frames are visited in order. Every `detect_every`-th one (a key frame) gets
 the full detection (`FaceDetector.detect_with_landmarks`: the whole frame's pyramid, and the
@@ -14,6 +14,9 @@ that enter between key frames are found at the next key frame.
 
 Which frames are key frames depends only on the frame's position among the sampled frames,
 so the faces found do not depend on how frames are batched.
+
+Once a video's faces are found, `assign_tracks` gives each one a track id: the same person
+from one sampled frame to the next (the `track` column of the crop manifest).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class FaceTracker:
     """Faces of one video's sampled frames, frame batches in order; see the module docstring.
 
     Args:
-        detector: a `dfhelpers.faces.FaceDetector` (anything with `detect_with_landmarks` and
+        detector: a `dfhelpers.facedetect.FaceDetector` (anything with `detect_with_landmarks` and
             `detect_in_windows`).
         detect_every: 1 detects every frame in full (no windows).
     """
@@ -100,3 +103,51 @@ def merge_detections(founds: list[Detection], max_faces: Optional[int]) -> Detec
     areas = (boxes[kept, 2] - boxes[kept, 0]) * (boxes[kept, 3] - boxes[kept, 1])
     order = kept[np.argsort(-areas, kind="stable")][:max_faces]  # None keeps all
     return boxes[order], probs[order], points[order]
+
+
+def assign_tracks(frame_indices: np.ndarray, boxes: np.ndarray, max_shift: float) -> np.ndarray:
+    """Track id per face: a face continues the nearest track whose latest box is close enough.
+
+    Frames are visited in order. A (face, track) pair may match when the face's centre lies
+    within max_shift x the track's latest box width of that box's centre and neither box is
+    more than twice the other's width (a face does not double in size between sampled frames).
+    Pairs are matched greedily, nearest first, one face per track; unmatched faces open new
+    tracks (ids 0, 1, ... in order of appearance).
+    """
+    frame_indices = np.asarray(frame_indices)
+    tracks = np.full(len(frame_indices), -1, dtype=int)
+    last_boxes: list[np.ndarray] = []  # latest box of each track
+    for frame_index in sorted(set(frame_indices.tolist())):
+        positions = np.flatnonzero(frame_indices == frame_index)
+        shifts = _relative_shift(boxes[positions], np.array(last_boxes).reshape(-1, 4))
+        for flat in np.argsort(shifts, axis=None, kind="stable"):
+            face, track = np.unravel_index(flat, shifts.shape)
+            if shifts[face, track] > max_shift:
+                break
+            if tracks[positions[face]] == -1 and track not in tracks[positions]:
+                tracks[positions[face]] = track
+        for position in positions:
+            if tracks[position] == -1:
+                tracks[position] = len(last_boxes)
+                last_boxes.append(boxes[position])
+            else:
+                last_boxes[tracks[position]] = boxes[position]
+    return tracks
+
+
+# --- private helpers -------------------------------------------------------------------
+
+_MAX_WIDTH_RATIO = 2.0  # a face does not double or halve in width between sampled frames
+
+
+def _relative_shift(boxes: np.ndarray, track_boxes: np.ndarray) -> np.ndarray:
+    """(faces, tracks): centre distance in track-box widths; inf when the widths differ over 2x."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    track_boxes = np.asarray(track_boxes, dtype=float).reshape(-1, 4)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    track_centres = (track_boxes[:, :2] + track_boxes[:, 2:]) / 2
+    widths = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
+    track_widths = np.maximum(track_boxes[:, 2] - track_boxes[:, 0], 1e-6)
+    distances = np.linalg.norm(centres[:, None, :] - track_centres[None, :, :], axis=2) / track_widths[None, :]
+    width_ratio = widths[:, None] / track_widths[None, :]
+    return np.where((width_ratio <= _MAX_WIDTH_RATIO) & (width_ratio >= 1 / _MAX_WIDTH_RATIO), distances, np.inf)

@@ -1,7 +1,6 @@
 import concurrent.futures
 import hashlib
 import json
-import threading
 from pathlib import Path
 
 import av
@@ -13,7 +12,7 @@ import pytest
 import torch
 from facenet_pytorch.models.utils.detect_face import extract_face
 
-from dfhelpers import config, faces, tracking, video
+from dfhelpers import config, extract, facedetect, faces, jpeg, tracking
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import ConfigError, StageOutputMissing
 
@@ -84,8 +83,8 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def detector() -> faces.FaceDetector:
-    return faces.FaceDetector(SMALL)
+def detector() -> facedetect.FaceDetector:
+    return facedetect.FaceDetector(SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +119,7 @@ def mixed_videos(tmp_path_factory) -> Path:
 ])
 def test_crop_face_matches_facenet_extract_face_pixel_for_pixel(box):
     frame = face_frame()
-    ours = faces.crop_face(frame, box, crop_size=160, margin=50)
+    ours = facedetect.crop_face(frame, box, crop_size=160, margin=50)
     theirs = extract_face(frame, box, image_size=160, margin=50).permute(1, 2, 0).numpy().astype(np.uint8)
     assert ours.dtype == np.uint8 and ours.shape == (160, 160, 3)
     assert np.array_equal(ours, theirs)
@@ -128,11 +127,11 @@ def test_crop_face_matches_facenet_extract_face_pixel_for_pixel(box):
 
 def test_detector_returns_full_resolution_boxes_from_a_downscaled_copy():
     frame = face_frame(width=640, height=480)
-    small_copy = faces.FaceDetector(FacesConfig(detect_size=320))
+    small_copy = facedetect.FaceDetector(FacesConfig(detect_size=320))
     [(boxes, probs)] = small_copy.detect([frame])
-    [(reference_boxes, _)] = faces.FaceDetector(FacesConfig(detect_size=640)).detect([frame])
+    [(reference_boxes, _)] = facedetect.FaceDetector(FacesConfig(detect_size=640)).detect([frame])
     assert len(boxes) == 1 and probs[0] >= 0.9
-    iou = faces._relative_shift(boxes, reference_boxes)[0, 0]  # centre shift in face widths
+    iou = tracking._relative_shift(boxes, reference_boxes)[0, 0]  # centre shift in face widths
     assert iou < 0.1
     assert boxes[0, 2] - boxes[0, 0] == pytest.approx(reference_boxes[0, 2] - reference_boxes[0, 0], rel=0.15)
 
@@ -142,28 +141,6 @@ def test_detector_accepts_frames_of_different_sizes_in_one_call(detector):
     found = detector.detect(frames)
     assert [len(boxes) for boxes, _ in found] == [1, 1, 0, 1]
     assert all(boxes.dtype == np.float32 and boxes.shape[1] == 4 for boxes, _ in found)
-
-
-def test_tracks_follow_a_moving_face_and_keep_two_people_apart():
-    frame_indices = np.array([0, 0, 10, 10, 20, 30])
-    boxes = np.array([[100, 100, 200, 200], [600, 100, 700, 200],   # two people
-                      [640, 110, 740, 210], [150, 100, 250, 200],   # both moved, listed in the other order
-                      [210, 100, 310, 200],                          # the first person again
-                      [1500, 800, 1540, 840]], dtype=np.float32)     # someone new, far away
-    tracks = faces.assign_tracks(frame_indices, boxes, max_shift=1.0)
-    assert tracks.tolist() == [0, 1, 1, 0, 0, 2]
-
-
-def test_extract_video_returns_crops_in_memory_and_writes_nothing(good_videos, detector):
-    before = folder_digest(good_videos)
-    result = faces.extract_video(good_videos / "fake_b.mp4", SMALL, detector)
-    assert result.status == "ok" and result.frames_read == 4
-    assert result.frame_indices.tolist() == [0, 4, 7, 11]
-    assert result.crops.shape == (4, 160, 160, 3) and result.crops.dtype == np.uint8
-    assert set(result.tracks.tolist()) == {0}
-    assert list(result.table().columns) == ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob",
-                                            *faces.LANDMARK_COLUMNS]
-    assert folder_digest(good_videos) == before
 
 
 def test_landmarks_are_stored_in_crop_pixels_on_the_face(tmp_path, good_videos):
@@ -181,8 +158,8 @@ def test_landmarks_are_stored_in_crop_pixels_on_the_face(tmp_path, good_videos):
 def test_landmarks_in_crop_follow_the_crop_geometry():
     box = np.array([100.0, 50.0, 210.0, 160.0], dtype=np.float32)  # 110 px; margin 50 -> crop box 50 px wider
     points = np.array([[120.0, 80.0], [190.0, 80.0], [155.0, 110.0], [130.0, 140.0], [180.0, 140.0]])
-    in_crop = faces.landmarks_in_crop(points, box, crop_size=160, margin=50, shape=(480, 640, 3))
-    x1, y1, x2, y2 = faces._crop_box(box, 160, 50, (480, 640, 3))
+    in_crop = facedetect.landmarks_in_crop(points, box, crop_size=160, margin=50, shape=(480, 640, 3))
+    x1, y1, x2, y2 = facedetect._crop_box(box, 160, 50, (480, 640, 3))
     expected = (points - [x1, y1]) * [160 / (x2 - x1), 160 / (y2 - y1)]
     assert np.allclose(in_crop, expected, atol=1e-4)
 
@@ -200,9 +177,9 @@ def test_jpeg_roundtrip_equals_the_written_crop_read_back(tmp_path, good_videos,
     cfg = make_cfg(tmp_path)
     faces.run_stage(cfg, video_table(good_videos))
     first = faces.load_crops(cfg).iloc[0]
-    result = faces.extract_video(good_videos / first["video"], cfg.faces, detector)
+    result = extract.extract_video(good_videos / first["video"], cfg.faces, detector)
     written = cv2.cvtColor(cv2.imread(str(cfg.work_dir / first["path"])), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(faces.jpeg_roundtrip(result.crops[0], cfg.faces.jpeg_quality), written)
+    assert np.array_equal(jpeg.jpeg_roundtrip(result.crops[0], cfg.faces.jpeg_quality), written)
 
 
 def test_each_bad_video_gets_its_status_while_the_others_are_cropped(tmp_path, mixed_videos):
@@ -290,7 +267,7 @@ def test_a_face_too_small_for_the_detection_copy_is_found_by_detecting_the_miss_
     frame = np.full((1080, 1920, 3), 90, np.uint8)
     portrait = cv2.resize(hopper(), None, fx=0.12, fy=0.12, interpolation=cv2.INTER_AREA)  # face ~25 px wide
     frame[500:500 + portrait.shape[0], 900:900 + portrait.shape[1]] = portrait
-    found = {redetect: faces.FaceDetector(FacesConfig(redetect_misses=redetect)).detect([frame])[0]
+    found = {redetect: facedetect.FaceDetector(FacesConfig(redetect_misses=redetect)).detect([frame])[0]
              for redetect in (False, True)}
     assert len(found[False][0]) == 0  # 1/3 of 25 px: below MTCNN's 20 px on the 640 px copy
     [box] = found[True][0]
@@ -299,7 +276,7 @@ def test_a_face_too_small_for_the_detection_copy_is_found_by_detecting_the_miss_
 
 def test_a_faceless_batch_pays_for_one_full_resolution_detection_not_one_per_frame():
     frames = [np.full((1080, 1920, 3), 60 + 10 * i, np.uint8) for i in range(6)]
-    detector = faces.FaceDetector(FacesConfig(redetect_misses=True, batch_size=6))
+    detector = facedetect.FaceDetector(FacesConfig(redetect_misses=True, batch_size=6))
     sizes = []
     run = detector._run_mtcnn
     detector._run_mtcnn = lambda images: sizes.append(images.shape[1:3]) or run(images)
@@ -322,86 +299,3 @@ def test_a_dask_scheduler_address_runs_the_stage_on_the_cluster(tmp_path, good_v
         statuses = faces.run_stage(cfg, video_table(good_videos))
     assert (statuses["status"] == "ok").all()
     assert len(faces.load_crops(cfg)) == 8
-
-
-# --- decoding ahead of detection ---
-
-
-def decode_threads_alive() -> list[str]:
-    return [thread.name for thread in threading.enumerate() if thread.name == "dfhelpers-decode"]
-
-
-def test_decoding_ahead_finds_the_faces_of_detecting_each_decoded_frame(tmp_path, detector):
-    path = write_video(tmp_path / "moving.mp4", n_frames=20)
-    cfg = FacesConfig(frames_per_video=9, batch_size=2, workers=1)
-    result = faces.extract_video(path, cfg, detector, decode_threads=2)
-    frames = dict(video.read_frames(path, video.sample_indices(20, cfg)))
-    # all frames in one call: which frames are key frames does not depend on the batches either
-    found = tracking.FaceTracker(detector, cfg.detect_every).detect(list(frames.values()))
-    expected = [(index, box) for index, (boxes, _, _) in zip(frames, found) for box in boxes]
-    assert (result.status, result.frames_read) == ("ok", 9)
-    assert result.frame_indices.tolist() == [index for index, _ in expected]
-    assert np.allclose(result.boxes, np.array([box for _, box in expected]))
-
-
-def test_a_video_breaking_mid_stream_is_partial_with_the_frames_before_the_break(tmp_path, detector):
-    path = write_video(tmp_path / "broken.mp4", n_frames=30, faststart=True)
-    path.write_bytes(path.read_bytes()[: middle_of_packet(path, 15)])
-    result = faces.extract_video(path, FacesConfig(frames_per_video=30, batch_size=4, workers=1), detector)
-    assert result.status.startswith("partial: ") and 0 < result.frames_read < 30
-    assert result.n_faces > 0 and set(result.frame_indices) <= set(range(result.frames_read))
-    assert not decode_threads_alive()
-
-
-class FailingDetector:
-    """Detects with MTCNN, then fails on the second batch, as a detector bug would."""
-
-    def __init__(self, detector: faces.FaceDetector):
-        self.detector, self.n_calls = detector, 0
-
-    def detect_with_landmarks(self, frames):
-        self.n_calls += 1
-        if self.n_calls == 2:
-            raise RuntimeError("detector failed on batch 2")
-        return self.detector.detect_with_landmarks(frames)
-
-    def __getattr__(self, name):  # the rest (detect_in_windows, faces_cfg) as the detector has it
-        return getattr(self.detector, name)
-
-
-def test_an_error_while_detecting_stops_the_decode_thread_and_reaches_the_caller(tmp_path, detector):
-    path = write_video(tmp_path / "long.mp4", n_frames=40)
-    cfg = FacesConfig(frames_per_video=40, batch_size=2, workers=1)  # 20 batches: the decoder is far from done
-    with pytest.raises(RuntimeError, match="batch 2"):
-        faces.extract_video(path, cfg, FailingDetector(detector))
-    assert not decode_threads_alive()
-
-
-def test_decoding_ahead_stays_one_batch_ahead_and_closes_the_source_when_left_early():
-    produced, closed_in = [], []
-
-    def endless_batches():
-        try:
-            while True:
-                produced.append(len(produced))
-                yield [produced[-1]]
-        finally:
-            closed_in.append(threading.current_thread().name)
-
-    with faces._decoded_ahead(endless_batches(), depth=1) as decoded:
-        taken = [next(decoded) for _ in range(3)]
-    assert taken == [[0], [1], [2]]
-    assert len(produced) <= 3 + 1  # the three taken and at most one made ahead
-    assert closed_in == ["dfhelpers-decode"] and not decode_threads_alive()
-
-
-def test_an_error_while_decoding_ahead_reaches_the_consumer_after_the_batches_before_it():
-    def failing_batches():
-        yield ["first"]
-        raise MemoryError("no room for the next batch")
-
-    received = []
-    with pytest.raises(MemoryError, match="no room"):
-        with faces._decoded_ahead(failing_batches()) as decoded:
-            received.extend(decoded)
-    assert received == [["first"]] and not decode_threads_alive()

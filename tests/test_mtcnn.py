@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dfhelpers import compat, faces, mtcnn, torchfile
+from dfhelpers import compat, facedetect, mtcnn, torchfile
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import MissingWeightsError
 
@@ -133,11 +133,11 @@ def test_the_onnxruntime_detector_runs_without_torch_in_the_process():
     script = textwrap.dedent("""
         import sys
         import cv2, matplotlib.cbook
-        from dfhelpers import faces
+        from dfhelpers import facedetect
         from dfhelpers.config import FacesConfig
         path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
         frame = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        [(boxes, probs)] = faces.FaceDetector(FacesConfig(mtcnn_runtime="onnxruntime")).detect([frame])
+        [(boxes, probs)] = facedetect.FaceDetector(FacesConfig(mtcnn_runtime="onnxruntime")).detect([frame])
         loaded = [name for name in ("torch", "torchvision", "facenet_pytorch", "tensorflow") if name in sys.modules]
         print(len(boxes), loaded)
     """)
@@ -147,7 +147,7 @@ def test_the_onnxruntime_detector_runs_without_torch_in_the_process():
 
 def test_both_runtimes_give_the_face_detector_the_same_faces(torch_mtcnn):
     frames = real_frames()[2:]
-    by_runtime = {runtime: faces.FaceDetector(FacesConfig(mtcnn_runtime=runtime)).detect_with_landmarks(frames)
+    by_runtime = {runtime: facedetect.FaceDetector(FacesConfig(mtcnn_runtime=runtime)).detect_with_landmarks(frames)
                   for runtime in ("onnxruntime", "torch")}
     for (boxes, probs, points), (their_boxes, their_probs, their_points) in zip(*by_runtime.values()):
         assert len(boxes) == len(their_boxes) == 2

@@ -4,7 +4,7 @@ import cv2
 import matplotlib.cbook
 import numpy as np
 
-from dfhelpers import faces, selfblend
+from dfhelpers import jpeg, selfblend
 
 # Grace Hopper's portrait cut to a 160 px face crop, and her five points in it
 POINTS = np.array([[62.0, 70.0], [98.0, 70.0], [80.0, 90.0], [66.0, 108.0], [95.0, 108.0]], dtype=np.float32)
@@ -42,5 +42,5 @@ def test_a_self_blend_ends_compressed_as_the_face_stage_stores_crops():
     for seed in range(5):
         plain = selfblend.self_blend(crop, POINTS, np.random.default_rng(seed))
         stored = selfblend.self_blend(crop, POINTS, np.random.default_rng(seed), jpeg_quality=95)
-        assert np.array_equal(stored, faces.jpeg_roundtrip(plain, 95))
+        assert np.array_equal(stored, jpeg.jpeg_roundtrip(plain, 95))
         assert not np.array_equal(stored, plain)

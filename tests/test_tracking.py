@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dfhelpers import faces, tracking
+from dfhelpers import facedetect, faces, tracking
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import ConfigError
 from tests.test_faces import face_frame, make_cfg, video_table, write_video
@@ -16,7 +16,7 @@ CFG = FacesConfig(workers=1)
 class CountingDetector:
     """The real detector; counts the frames it detects in full."""
 
-    def __init__(self, detector: faces.FaceDetector):
+    def __init__(self, detector: facedetect.FaceDetector):
         self.detector, self.in_full = detector, 0
 
     def detect_with_landmarks(self, frames):
@@ -28,8 +28,8 @@ class CountingDetector:
 
 
 @pytest.fixture(scope="module")
-def detector() -> faces.FaceDetector:
-    return faces.FaceDetector(CFG)
+def detector() -> facedetect.FaceDetector:
+    return facedetect.FaceDetector(CFG)
 
 
 def iou(a, b) -> float:
@@ -98,7 +98,7 @@ def test_a_window_past_the_frame_edge_reads_black_and_still_finds_the_face(detec
 
 def test_both_mtcnn_runtimes_find_the_same_faces_in_windows():
     frame = face_frame()
-    runtimes = {runtime: faces.FaceDetector(FacesConfig(mtcnn_runtime=runtime, workers=1))
+    runtimes = {runtime: facedetect.FaceDetector(FacesConfig(mtcnn_runtime=runtime, workers=1))
                 for runtime in ("onnxruntime", "torch")}
     [(full_boxes, _, _)] = runtimes["onnxruntime"].detect_with_landmarks([frame])
     windows = [(0, window) for window in tracking.face_windows(full_boxes)]
@@ -128,6 +128,16 @@ def test_merging_windows_keeps_the_likelier_of_two_overlapping_faces_largest_fir
     assert probs.tolist() == pytest.approx([0.8, 0.99]) and points[1, 0, 0] == pytest.approx(0.99)
     one, _, _ = tracking.merge_detections([found([0, 0, 50, 50], 0.9), found([200, 0, 300, 100], 0.8)], max_faces=1)
     assert one.tolist() == [[200, 0, 300, 100]]
+
+
+def test_tracks_follow_a_moving_face_and_keep_two_people_apart():
+    frame_indices = np.array([0, 0, 10, 10, 20, 30])
+    boxes = np.array([[100, 100, 200, 200], [600, 100, 700, 200],   # two people
+                      [640, 110, 740, 210], [150, 100, 250, 200],   # both moved, listed in the other order
+                      [210, 100, 310, 200],                          # the first person again
+                      [1500, 800, 1540, 840]], dtype=np.float32)     # someone new, far away
+    tracks = tracking.assign_tracks(frame_indices, boxes, max_shift=1.0)
+    assert tracks.tolist() == [0, 1, 1, 0, 0, 2]
 
 
 def test_detect_every_below_1_is_refused_naming_the_setting():

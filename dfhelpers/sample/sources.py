@@ -170,7 +170,7 @@ def sources_table() -> pd.DataFrame:
 
 
 class FaceLibrary:
-    """Decoded face pictures and their MTCNN landmarks (dfhelpers.faces.FaceDetector), loaded on first use and cached."""
+    """Decoded face pictures and their MTCNN landmarks (dfhelpers.facedetect.FaceDetector), loaded on first use and cached."""
 
     def __init__(self, cache_dir: str | Path | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir else sources_dir()
@@ -238,7 +238,7 @@ class FaceLibrary:
         not depend on the core count or on which frames an earlier shot already detected.
         """
         if detect_size not in self._detectors:
-            from dfhelpers.faces import FaceDetector  # imported late: only a picture that needs landmarks loads MTCNN
+            from dfhelpers.facedetect import FaceDetector  # imported late: only a picture that needs landmarks loads MTCNN
 
             faces_cfg = FacesConfig(detect_size=detect_size, thresholds=(0.7, 0.8, 0.9), min_face_prob=0.0,
                                     batch_size=1, margin=0, max_faces_per_frame=None, mtcnn_runtime="onnxruntime",
