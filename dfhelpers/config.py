@@ -151,6 +151,13 @@ class TrainConfig:
     head: Literal["flatten", "pool", "avg_max"] = "flatten"  # "flatten": the original Flatten-Dense512-Dropout head;
     # "pool": global average pooling; "avg_max": average and max pooling side by side
     image_size: int = 160  # the original input size; crops are resized to it inside the model
+    # pretrained backbones: the backbone's layers before the one of this name are frozen (e.g.
+    # "block4_expand_conv" for efficientnet_lite0: the stem and the 80 and 40 px stages, whose generic
+    # edge filters ImageNet already taught; half the training time on a CPU). null trains every layer
+    trainable_from: Optional[str] = None
+    # the backbone's BatchNormalization layers keep their ImageNet statistics (inference mode, frozen):
+    # the Keras fine-tuning advice for small data; false lets them adapt to face crops
+    freeze_bn: bool = False
     front_end: Literal["none", "srm"] = "none"  # "srm": add fixed high-pass (SRM) residuals to RGB; weights null only
     srm_truncation: float = 3.0  # residuals clipped to +-T grey levels, as in SRM steganalysis
     cnn_filters: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn: one conv block per entry, each halves the size

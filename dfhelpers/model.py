@@ -70,6 +70,7 @@ def build(train: TrainConfig, crop_size: int) -> keras.Model:
         residuals = SRMResiduals(truncation=train.srm_truncation, name="srm")(pixels)
         features = keras.layers.Concatenate(name="rgb_srm")([features, residuals])
     extractor = _build_extractor(train, backbone, (train.image_size, train.image_size, features.shape[-1]))
+    _freeze(extractor, train)
     fake_probability = _head(extractor(features), train)
     return keras.Model(crops, fake_probability, name=f"{train.backbone}_detector")
 
@@ -268,6 +269,18 @@ def _build_extractor(train: TrainConfig, backbone: Backbone, input_shape: tuple[
             f"{train.backbone}: ImageNet weights are not available ({reason}); connect to the network once "
             "(Keras caches them in ~/.keras/models) or set train.weights: null to train from scratch"
         ) from err
+
+
+def _freeze(extractor: keras.Model, train: TrainConfig) -> None:
+    """Freeze the layers before train.trainable_from, and with train.freeze_bn every BatchNormalization."""
+    names = [layer.name for layer in extractor.layers]
+    if train.trainable_from is not None and train.trainable_from not in names:
+        raise ConfigError(f"train.trainable_from {train.trainable_from!r} is not a layer of {train.backbone}; "
+                          f"name one of its layers (e.g. {names[len(names) // 4]!r}) or set it to null")
+    first_trained = names.index(train.trainable_from) if train.trainable_from is not None else 0
+    for index, layer in enumerate(extractor.layers):
+        if index < first_trained or (train.freeze_bn and isinstance(layer, keras.layers.BatchNormalization)):
+            layer.trainable = False
 
 
 def _scale(pixels: keras.KerasTensor, backbone: Backbone) -> keras.KerasTensor:

@@ -159,3 +159,19 @@ def test_a_model_whose_export_cannot_run_on_onnxruntime_is_a_one_line_error_nami
         model.export_onnx(keras_path)
     assert "\n" not in str(raised.value) and ".tmp" not in str(raised.value)
     assert not (tmp_path / "resized.onnx").exists()
+
+
+def test_trainable_from_freezes_the_backbone_layers_before_it_and_freeze_bn_every_batchnorm():
+    train = TrainConfig(backbone="efficientnet_lite0", image_size=32, trainable_from="block4_expand_conv",
+                        freeze_bn=True)
+    extractor = model.build(train, crop_size=CROP_SIZE).get_layer("efficientnet_lite0")
+    names = [layer.name for layer in extractor.layers]
+    first = names.index("block4_expand_conv")
+    assert not any(layer.trainable for layer in extractor.layers[:first])
+    assert extractor.get_layer("block4_expand_conv").trainable and extractor.get_layer("head_conv").trainable
+    assert not extractor.get_layer("head_bn").trainable
+
+
+def test_trainable_from_a_layer_the_backbone_lacks_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match="train.trainable_from 'no_such_layer'"):
+        model.build(TrainConfig(backbone="small_cnn", image_size=32, trainable_from="no_such_layer"), crop_size=CROP_SIZE)
