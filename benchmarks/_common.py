@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+from dfhelpers.runfolder import VIDEO_SUFFIXES
 
 
 def add_video_arguments(parser: Any) -> None:

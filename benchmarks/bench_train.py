@@ -27,7 +27,7 @@ import pandas as pd
 import tensorflow as tf
 from PIL import Image
 
-from dfhelpers import config, data, model
+from dfhelpers import config, data, model, runfolder
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 SYNTHETIC_CROPS = 512  # enough for several batches, small enough to write in seconds
@@ -65,7 +65,7 @@ def _with_fakes(cfg: config.Config, fakes: str) -> config.Config:
 def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Config]:
     """The run's train crops, or synthetic ones written to scratch (with cfg pointing there)."""
     if cfg.split_csv.is_file():
-        split = data.read_split(cfg)
+        split = runfolder.read_split(cfg.split_csv)
         crops, _ = data.check_crops(split[split["split"] == "train"], cfg.work_dir, cfg.faces.crop_size, "skip")
         if len(crops):
             print(f"crops: {len(crops)} train crops from {cfg.split_csv}")

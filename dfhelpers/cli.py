@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+from dfhelpers.runfolder import VIDEO_SUFFIXES  # names only: no pandas, torch or TensorFlow for --help
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -223,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Score videos with a trained model: a table (or JSON lines) on stdout, progress on stderr. "
                     "Exit 0: all scored; 1: some input failed; 2: usage, config or model error.")
     predict_cmd.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR",
-                             help="video files, or folders scanned for .mp4 .mov .avi .mkv .webm")
+                             help=f"video files, or folders scanned for {' '.join(VIDEO_SUFFIXES)}")
     predict_cmd.add_argument("--model", required=True, metavar="M.keras",
                              help="a model saved by notebook 04 (scored with its up-to-date M.onnx when there is "
                                   "one, else with Keras), or an M.onnx from `dfdetect export`")

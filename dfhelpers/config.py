@@ -11,6 +11,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from dfhelpers import runfolder
 from dfhelpers.errors import ConfigError
 
 
@@ -278,23 +279,23 @@ class Config:
 
     @property
     def figures_dir(self) -> Path:
-        return self.reports_dir / "figures"
+        return self.reports_dir / runfolder.FIGURES_DIR
 
     @property
     def train_metrics_json(self) -> Path:
-        return self.reports_dir / "train_metrics.json"
+        return self.reports_dir / runfolder.TRAIN_METRICS_JSON
 
     @property
     def predictions_csv(self) -> Path:
-        return self.reports_dir / "predictions.csv"
+        return self.reports_dir / runfolder.PREDICTIONS_CSV
 
     @property
     def metrics_json(self) -> Path:
-        return self.reports_dir / "metrics.json"
+        return self.reports_dir / runfolder.METRICS_JSON
 
     @property
     def submission_csv(self) -> Path:
-        return self.reports_dir / "submission.csv"
+        return self.reports_dir / runfolder.SUBMISSION_CSV
 
     @property
     def test_faces_dir(self) -> Path:

@@ -13,39 +13,22 @@ import tensorflow as tf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dfhelpers import selfblend
+from dfhelpers import runfolder, selfblend
 from dfhelpers.config import Config, TrainConfig
-from dfhelpers.errors import CropError, SplitError, StageOutputMissing
+from dfhelpers.errors import CropError, SplitError
+from dfhelpers.runfolder import SPLITS
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
-LABELS = {"REAL": 0, "FAKE": 1}  # the model outputs P(FAKE)
-SPLIT_COLUMNS = ("path", "video", "frame", "track", "group", "label", "split")
-SPLITS = ("train", "val", "test")
 # Threads for the up-front crop check: PIL releases the GIL while decoding.
 CHECK_THREADS = 8
 
 
 def read_split(cfg: Config) -> pd.DataFrame:
-    """split.csv with its columns checked and `label_index` (REAL 0, FAKE 1) added.
+    """cfg's split.csv as runfolder.read_split reads it: checked, with `label_index` (REAL 0, FAKE 1).
 
-    Raises:
-        StageOutputMissing: split.csv does not exist yet (run notebook 03).
-        SplitError: a column is missing, or a label/split value is unknown.
+    Kept for train.fit and notebook 04, which call it with the config.
     """
-    if not cfg.split_csv.is_file():
-        raise StageOutputMissing(f"{cfg.split_csv}: split manifest not found; run notebook 03 (balance and split) first")
-    split = pd.read_csv(cfg.split_csv, dtype={"path": str, "video": str, "group": str, "label": str, "split": str})
-    missing = [column for column in SPLIT_COLUMNS if column not in split.columns]
-    if missing:
-        raise SplitError(f"{cfg.split_csv}: missing column(s) {', '.join(missing)}; re-run notebook 03 (balance and split)")
-    unknown_labels = sorted(set(split["label"]) - set(LABELS))
-    unknown_splits = sorted(set(split["split"]) - set(SPLITS))
-    if unknown_labels or unknown_splits:
-        raise SplitError(
-            f"{cfg.split_csv}: unknown label(s) {unknown_labels} or split(s) {unknown_splits}; "
-            f"labels must be {sorted(LABELS)}, splits {list(SPLITS)}"
-        )
-    return split.assign(label_index=split["label"].map(LABELS).astype("int64"))
+    return runfolder.read_split(cfg.split_csv)
 
 
 def check_crops(

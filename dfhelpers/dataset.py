@@ -13,16 +13,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from dfhelpers import runfolder
 from dfhelpers.config import SplitConfig
-from dfhelpers.errors import CropError, LeakageError, SplitError, StageOutputMissing
+from dfhelpers.errors import CropError, LeakageError, SplitError
 from dfhelpers.files import atomic_path, write_csv
+from dfhelpers.runfolder import LABEL_INDEX, LABELS, SPLIT_COLUMNS, SPLITS
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
-LABELS = ("REAL", "FAKE")
-LABEL_IDS = {"REAL": 0, "FAKE": 1}  # the training target: 1 = FAKE, as in the DFDC submission
-SPLITS = ("train", "val", "test")
-# split.csv: the manifest contract, plus `original` so the file can be leakage-checked on its own
-SPLIT_COLUMNS = ["path", "video", "frame", "track", "group", "label", "split", "original"]
 VIDEO_COLUMNS = ["video", "path", "label", "original", "person"]
 
 
@@ -117,7 +114,7 @@ def class_weights(split: pd.DataFrame) -> dict[int, float]:
     if missing:
         raise SplitError(f"the train split has no {missing[0]} crops; class weights need both classes")
     total = int(counts[list(LABELS)].sum())
-    return {LABEL_IDS[label]: total / (2.0 * int(counts[label])) for label in LABELS}
+    return {LABEL_INDEX[label]: total / (2.0 * int(counts[label])) for label in LABELS}
 
 
 # --- splitting ----------------------------------------------------------------------------
@@ -248,39 +245,15 @@ def summary(split: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_split(split: pd.DataFrame, path: str | Path) -> Path:
-    """Write split.csv atomically; an identical existing file is left untouched (mtime kept)."""
+    """Write split.csv atomically; an identical existing file is left untouched (mtime kept).
+
+    Read it back with runfolder.read_split.
+    """
     path = Path(path)
     rows = split[_columns(split)]
-    if path.is_file() and _same_rows(read_split(path), rows):
+    if path.is_file() and _same_rows(_existing_rows(path), rows):
         return path
     return write_csv(rows, path)
-
-
-def read_split(path: str | Path) -> pd.DataFrame:
-    """Read manifests/split.csv (names and groups as text, frame/track as integers).
-
-    Raises:
-        StageOutputMissing: the file does not exist yet.
-    """
-    split = _read_manifest(path, "split manifest", "notebook 03 (balance and split)")
-    return split.assign(frame=split["frame"].astype(int), track=pd.to_numeric(split["track"]).astype(int))
-
-
-def read_videos(path: str | Path) -> pd.DataFrame:
-    """Read manifests/videos.csv with every column as text (empty, never NaN, where unset).
-
-    Raises:
-        StageOutputMissing: the file does not exist yet.
-    """
-    return _read_manifest(path, "video table", "notebook 01 (data classification)")
-
-
-def _read_manifest(path: str | Path, what: str, producer: str) -> pd.DataFrame:
-    """A manifest CSV with every column as text (empty, never NaN), or a pointer to its stage."""
-    path = Path(path)
-    if not path.is_file():
-        raise StageOutputMissing(f"{path}: no {what} yet; run {producer} first")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def materialize(split: pd.DataFrame, work_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
@@ -331,9 +304,8 @@ def _clean_videos(videos: pd.DataFrame) -> pd.DataFrame:
 
 def _primary_keys(videos: pd.DataFrame, group_by: str) -> pd.Series:
     """The identity named by group_by per video ("" where unknown)."""
-    relation = videos["original"].where(videos["label"] == "FAKE", videos["video"])
     if group_by == "original":
-        return relation
+        return runfolder.dfdc_groups(videos)
     if group_by == "folder":
         return videos["path"].map(lambda p: Path(p).parent.name if p else "")
     if group_by == "person":
@@ -349,12 +321,12 @@ def _connected_groups(videos: pd.DataFrame, keys: pd.Series) -> pd.Series:
 
     A component without any key (no person listed) is named by its DFDC relation instead.
     """
+    relation = runfolder.dfdc_groups(videos)
     parent: dict[tuple[str, str], tuple[str, str]] = {}
-    for video, label, original, key in zip(videos["video"], videos["label"], videos["original"], keys):
-        _union(parent, ("video", video), ("video", original) if label == "FAKE" else ("video", video))
+    for video, group, key in zip(videos["video"], relation, keys):
+        _union(parent, ("video", video), ("video", group))
         if key:
             _union(parent, ("video", video), ("key", key))
-    relation = videos["original"].where(videos["label"] == "FAKE", videos["video"])
     roots = [_find(parent, ("video", v)) for v in videos["video"]]
     frame = pd.DataFrame({"root": roots, "key": keys.values, "relation": relation.values})
     named = frame[frame["key"] != ""].groupby("root")["key"].min()
@@ -567,6 +539,14 @@ def _source_videos(split: pd.DataFrame) -> pd.Series:
 def _columns(split: pd.DataFrame) -> list[str]:
     """split.csv's columns: the contract, then the landmarks when the crops have them."""
     return [*SPLIT_COLUMNS, *[column for column in LANDMARK_COLUMNS if column in split.columns]]
+
+
+def _existing_rows(path: Path) -> pd.DataFrame:
+    """The rows of an existing split.csv as written (no label_index); empty when it does not pass the checks."""
+    try:
+        return runfolder.read_split(path).drop(columns="label_index")
+    except SplitError:  # a broken file is replaced, never compared
+        return pd.DataFrame()
 
 
 def _same_rows(existing: pd.DataFrame, rows: pd.DataFrame) -> bool:

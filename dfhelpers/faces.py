@@ -70,17 +70,6 @@ def run_stage(cfg: Config, videos: pd.DataFrame, executor: Optional[concurrent.f
     return _status_rows(manifest).merge(labels, on="video", how="left")[["video", "label", *STATUS_COLUMNS[1:]]]
 
 
-def load_videos(cfg: Config) -> pd.DataFrame:
-    """The video table of stage 01 (manifests/videos.csv).
-
-    Raises:
-        StageOutputMissing: notebook 01 has not run for this work_dir.
-    """
-    if not cfg.videos_csv.is_file():
-        raise StageOutputMissing(f"{cfg.videos_csv} not found; run notebooks/01_data_classification.ipynb first")
-    return pd.read_csv(cfg.videos_csv, keep_default_na=False)
-
-
 def load_crops(cfg: Config) -> pd.DataFrame:
     """One row per crop: video, frame, face, track, x1, y1, x2, y2, prob, path (relative to cfg.work_dir),
     and the five landmarks in crop pixels (LANDMARK_COLUMNS; empty in manifests made before they were stored).

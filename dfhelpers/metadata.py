@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from dfhelpers import runfolder
 from dfhelpers.errors import MetadataError
+from dfhelpers.runfolder import LABELS, VIDEO_SUFFIXES
 
-LABELS = ("REAL", "FAKE")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 METADATA_NAME = "metadata.json"
 COLUMNS = ["video", "path", "part", "label", "original", "group", "person"]
 # the keys of a metadata.json entry that become COLUMNS; any other key (DFDC's split, FaceForensics++'s
@@ -55,7 +55,7 @@ def read_part(folder: Path, strict: bool = False) -> pd.DataFrame:
     entries = _load_entries(meta_path)
     rows = [_entry_row(meta_path, name, entry) for name, entry in entries.items()]
     videos = pd.DataFrame(rows).reindex(columns=COLUMNS[:-1] + _extra_columns(pd.DataFrame(rows))).assign(person="")
-    videos = videos[COLUMNS + _extra_columns(videos)]
+    videos = videos.assign(group=runfolder.dfdc_groups(videos))[COLUMNS + _extra_columns(videos)]
     _check_unlisted_files(folder, meta_path, set(entries))
     return _drop_missing_files(videos, meta_path, strict)
 
@@ -142,10 +142,9 @@ def _entry_row(meta_path: Path, name: str, entry: object) -> dict:
         raise MetadataError(f"{meta_path}: FAKE entry {name!r} has no 'original'; fix the file or drop this part")
     if original is not None and Path(str(original)).name != original:
         raise MetadataError(f"{meta_path}: entry {name!r} has original {original!r} that escapes its folder")
-    group = original if label == "FAKE" else name
     extra = {key: value for key, value in entry.items() if key not in ENTRY_KEYS and key not in COLUMNS}
     return {**extra, "video": name, "path": str(folder / name), "part": folder.name, "label": label,
-            "original": original, "group": group}
+            "original": original}
 
 
 def _extra_columns(videos: pd.DataFrame) -> list[str]:

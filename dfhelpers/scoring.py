@@ -9,11 +9,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from dfhelpers import files, metadata
+from dfhelpers import files, metadata, runfolder
 from dfhelpers.config import Config, ScoreConfig
 from dfhelpers.errors import MetadataError
+from dfhelpers.runfolder import LABELS
 
-LABELS = ("REAL", "FAKE")
 PREDICTION_COLUMNS = ["video", "status", "n_faces", "faces_used", "track", "score", "verdict", "label", "path"]
 FACE_COLUMNS = ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob", "score", "crop"]  # box: full-res px
 STATUS_OK = "ok"
@@ -389,7 +389,7 @@ def submission(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def frame_scores_csv(cfg: Config) -> Path:
     """Where the per-face scores of the scored videos go (for the timeline plots)."""
-    return cfg.reports_dir / "frame_scores.csv"
+    return cfg.reports_dir / runfolder.FRAME_SCORES_CSV
 
 
 def write_reports(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: dict[str, Any],
@@ -406,10 +406,10 @@ def write_evaluation(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: di
     A video not judged keeps its prior in submission.csv: the DFDC format needs a number per video.
     """
     folder = Path(folder)
-    return {"predictions": files.write_csv(predictions, folder / "predictions.csv"),
-            "frame_scores": files.write_csv(faces, folder / "frame_scores.csv"),
-            "metrics": files.write_json(_json_safe(metrics), folder / "metrics.json"),
-            "submission": files.write_csv(submission(predictions), folder / "submission.csv")}
+    return {"predictions": files.write_csv(predictions, folder / runfolder.PREDICTIONS_CSV),
+            "frame_scores": files.write_csv(faces, folder / runfolder.FRAME_SCORES_CSV),
+            "metrics": files.write_json(_json_safe(metrics), folder / runfolder.METRICS_JSON),
+            "submission": files.write_csv(submission(predictions), folder / runfolder.SUBMISSION_CSV)}
 
 
 def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dfhelpers.runfolder import LABELS, SPLITS
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 # five points (eyes, nose, mouth corners) as fractions of the crop side, where MTCNN puts them
@@ -17,14 +18,14 @@ LANDMARK_FRACTIONS = np.array([[0.36, 0.40], [0.64, 0.40], [0.50, 0.55], [0.39, 
 
 
 def write_run(work_dir: Path, n_per_video: int, pixels: Callable[[np.random.Generator, str], np.ndarray],
-              labels: tuple[str, ...] = ("REAL", "FAKE"), with_landmarks: bool = False) -> None:
+              labels: tuple[str, ...] = LABELS, with_landmarks: bool = False) -> None:
     """Two identities per split, one video per label each; `pixels(rng, label)` draws a crop.
 
     with_landmarks adds the face stage's landmark columns (the same five points for every crop).
     """
     rng = np.random.default_rng(0)
     rows = []
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         for person in range(2):
             for label in labels:
                 video = f"{split}{person}_{label.lower()}.mp4"

@@ -10,6 +10,7 @@ from PIL import Image
 import crops
 from dfhelpers import config, data
 from dfhelpers.errors import CropError, SplitError
+from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 CROP_SIZE = 24
 
@@ -149,6 +150,17 @@ def test_train_examples_follow_train_fakes(tmp_path, fakes, n_real, n_given_fake
     assert (rows["label_index"] == 0).sum() == n_real
     assert ((rows["label_index"] == 1) & ~rows["is_blend"]).sum() == n_given_fake
     assert ((rows["label_index"] == 1) & rows["is_blend"]).sum() == n_blended
+
+
+def test_empty_landmark_cells_read_as_missing_and_stop_self_blending(tmp_path):
+    _landmark_run(tmp_path)
+    split_csv = tmp_path / "manifests" / "split.csv"
+    pd.read_csv(split_csv).assign(**{column: None for column in LANDMARK_COLUMNS}).to_csv(split_csv, index=False)
+    cfg = _config(tmp_path, fakes="self_blend")
+    split = data.read_split(cfg)
+    assert split[LANDMARK_COLUMNS].isna().all().all() and split["frame"].dtype == "int64"
+    with pytest.raises(SplitError, match="landmarks"):
+        data.examples(split[split["split"] == "train"], cfg, "train")
 
 
 def test_a_test_split_with_given_fakes_is_scored_on_them_and_a_real_only_one_on_pseudo_fakes(tmp_path):

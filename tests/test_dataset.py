@@ -9,7 +9,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from dfhelpers import dataset
+from dfhelpers import dataset, runfolder
 from dfhelpers.config import SplitConfig
 from dfhelpers.errors import LeakageError, SplitError, StageOutputMissing
 
@@ -44,7 +44,7 @@ def labelled(videos: pd.DataFrame, crops: pd.DataFrame, group_by: str = "origina
 
 
 def counts_per_group(crops: pd.DataFrame) -> pd.DataFrame:
-    return pd.crosstab(crops["group"], crops["label"]).reindex(columns=["REAL", "FAKE"], fill_value=0)
+    return pd.crosstab(crops["group"], crops["label"]).reindex(columns=list(runfolder.LABELS), fill_value=0)
 
 
 @pytest.fixture
@@ -334,13 +334,25 @@ def test_write_split_round_trips_and_leaves_an_identical_file_untouched(tmp_path
     os.utime(path, ns=(1, 1))
     dataset.write_split(split, path)
     assert path.stat().st_mtime_ns == 1
-    pd.testing.assert_frame_equal(dataset.read_split(path), split.astype({"original": object}), check_dtype=False)
+    written = runfolder.read_split(path)
+    pd.testing.assert_frame_equal(written.drop(columns="label_index"), split.astype({"original": object}),
+                                  check_dtype=False)
     assert sorted(p.name for p in path.parent.iterdir()) == ["split.csv"]
 
 
-def test_read_split_without_a_file_names_the_notebook(tmp_path):
+def test_write_split_replaces_a_file_that_fails_the_checks(tmp_path, videos, crops):
+    split = dataset.build_split(videos, crops, SplitConfig())
+    path = tmp_path / "split.csv"
+    path.write_text("path,label\nx.jpg,MAYBE\n")
+    dataset.write_split(split, path)
+    assert len(runfolder.read_split(path)) == len(split)
+
+
+def test_manifest_readers_without_a_file_name_the_notebook_to_run(tmp_path):
     with pytest.raises(StageOutputMissing, match="notebook 03"):
-        dataset.read_split(tmp_path / "split.csv")
+        runfolder.read_split(tmp_path / "split.csv")
+    with pytest.raises(StageOutputMissing, match="01_data_classification"):
+        runfolder.read_videos(tmp_path / "videos.csv")
 
 
 def test_materialize_makes_hard_links_and_removes_stale_files(tmp_path, videos):

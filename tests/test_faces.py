@@ -284,10 +284,8 @@ def test_a_faceless_batch_pays_for_one_full_resolution_detection_not_one_per_fra
     assert sizes == [(360, 640), (1080, 1920)]  # the batch on the copy, then one frame at full size
 
 
-def test_readers_name_the_notebook_to_run_when_outputs_are_missing(tmp_path):
+def test_the_crop_reader_names_the_notebook_to_run_when_its_manifest_is_missing(tmp_path):
     cfg = make_cfg(tmp_path)
-    with pytest.raises(StageOutputMissing, match="01_data_classification"):
-        faces.load_videos(cfg)
     with pytest.raises(StageOutputMissing, match="02_face_crop"):
         faces.load_crops(cfg)
 
