@@ -112,34 +112,27 @@ def _print_preamble(bad_inputs: list[tuple[str, str]], as_json: bool, width: int
 
 def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optional[str] = None,
              progress: bool = True) -> int:
-    """Score and measure each labelled folder on its own; print its metrics table, write its reports.
+    """Score and measure each labelled folder on its own (engine.evaluate_each); print its metrics table.
 
     Writes out/<folder>/predictions.csv, frame_scores.csv, metrics.json, submission.csv and
-    figures/; face scores are cached in out/score_cache/, so a re-run scores nothing again.
+    figures/ (two folders of one name: out/<name>/ and out/<name>-2/); face scores are cached in
+    out/score_cache/, so a re-run scores nothing again.
 
     Raises:
         MetadataError: a folder has no (valid) metadata.json. ModelLoadError: the model is missing.
     """
-    from dfhelpers import engine, metadata, scoring
+    from dfhelpers import engine, runfolder, scoring
     from dfhelpers.errors import ModelLoadError
 
     faces_cfg, score_cfg = _settings(config_path)
     if not model_path.is_file():
         raise ModelLoadError(f"{model_path}: model file not found; pass a .keras file saved by notebook 04")
-    tables = {Path(folder).name: metadata.read_part(Path(folder)) for folder in folders}  # all labelled, first
-    cache = engine.ScoreCache.for_model(out / "score_cache", model_path, faces_cfg)
-    scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg)  # loads only when a video is not cached
-    for name, videos in tables.items():
-        if any(cache.load(path) is None for path in videos["path"]):
-            with _native_stderr_captured():
-                scorer.load()  # TensorFlow's start-up lines held back; the progress bar stays visible
-            _say_why_keras(scorer)
-        predictions, faces = engine.score_table(videos, scorer, cache, progress=progress)
-        metrics = scoring.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=score_cfg.bootstrap,
-                                   seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
-        scoring.write_evaluation(predictions, faces, metrics, out / name)
-        scoring.save_figures(_figures(predictions, metrics, score_cfg.threshold), out / name / "figures")
-        print(_report(name, metrics, out / name), flush=True)
+    evaluations = engine.evaluate_each(folders, model_path, faces_cfg, score_cfg, out, labelled=True,
+                                       progress=progress, before_scoring=_load_quietly)
+    for name, result in evaluations:
+        figures = engine.evaluation_figures(result["predictions"], result["metrics"], score_cfg.threshold)
+        scoring.save_figures(figures, result["reports_dir"] / runfolder.FIGURES_DIR)
+        print(_report(name, result["metrics"], result["reports_dir"]), flush=True)
     return EXIT_OK
 
 
@@ -259,6 +252,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_quietly(scorer: Any) -> None:
+    """Load the detector and the model with TensorFlow's start-up lines held back (the progress bar stays
+    visible), then say why Keras scores when an export would start faster."""
+    with _native_stderr_captured():
+        scorer.load()
+    _say_why_keras(scorer)
+
+
 def _say_why_keras(scorer: Any) -> None:
     """One line on stderr when a .keras model is scored with Keras although an export would start faster."""
     if scorer.choice is not None and scorer.choice.note:
@@ -321,21 +322,13 @@ def _frames_output(frames_to: Optional[str]) -> Iterator[Any]:
 
 def _explain(scored: Any, row: dict[str, Any], scorer: Any, out_dir: Path) -> Path:
     """OUT_DIR/<video stem>.png: crops of the track that decided, their heatmaps and face scores."""
-    from dfhelpers import explain, plots, scoring
+    from dfhelpers import engine, explain, scoring
 
     title = f"{scored.video}: {row['verdict']} ({row['score']:.3f})"
     with _native_stderr_captured():  # Grad-CAM needs Keras: loaded now when the scores came from ONNX
         keras_model = scorer.model
     explained = explain.explain_video(keras_model, scored.crops, scored.faces, row["track"], title)
-    figure = plots.explanation_strips([explained], explained["method"])
-    return scoring.save_figures({Path(scored.video).stem: figure}, out_dir)[0]
-
-
-def _figures(predictions: Any, metrics: dict[str, Any], threshold: float) -> dict[str, Any]:
-    from dfhelpers import plots
-
-    return {"roc": plots.video_roc(predictions), "confusion": plots.video_confusion(metrics["confusion"]),
-            "score_histogram": plots.video_score_histogram(predictions, threshold)}
+    return scoring.save_figures({Path(scored.video).stem: engine.explanation_figure([explained])}, out_dir)[0]
 
 
 def _report(name: str, metrics: dict[str, Any], folder: Path) -> str:

@@ -126,6 +126,25 @@ def test_evaluate_prints_metrics_with_intervals_per_method_and_writes_reports(tm
     assert "not judged (no_face)" in predictions and "method" in predictions.splitlines()[0]
 
 
+def test_evaluate_reports_two_folders_of_one_name_apart(tmp_path, tiny_model):
+    for parent, label in (("a", "REAL"), ("b", "FAKE")):
+        folder = tmp_path / parent / "test_videos"
+        folder.mkdir(parents=True)
+        write_video(folder / "clip.mp4", n_frames=12)
+        entry = {"label": label} if label == "REAL" else {"label": "FAKE", "original": "x.mp4"}
+        (folder / "metadata.json").write_text(json.dumps({"clip.mp4": entry}))
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\nscore: {min_faces: 4, trim: 1, bootstrap: 20}\n")
+    result = run_dfdetect("evaluate", tmp_path / "a" / "test_videos", tmp_path / "b" / "test_videos", "--model",
+                          tiny_model, "--out", tmp_path / "out", "--config", tmp_path / "run.yaml", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("==")] == [
+        "== test_videos", "== test_videos-2"]
+    first, second = (json.loads((tmp_path / "out" / name / "metrics.json").read_text())
+                     for name in ("test_videos", "test_videos-2"))
+    assert first["label_counts"]["REAL"] == 1 and second["label_counts"]["FAKE"] == 1
+    assert (tmp_path / "out" / "test_videos-2" / "figures" / "roc.png").is_file()
+
+
 @pytest.mark.parametrize("arguments", [["--help"], ["predict", "some.mp4"]], ids=["help", "usage_error"])
 def test_help_and_usage_errors_import_neither_torch_nor_tensorflow(arguments):
     code = ("import sys\nfrom dfhelpers import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
