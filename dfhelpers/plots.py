@@ -207,21 +207,22 @@ def explanation_strips(explained: list[dict], method: str = "gradcam") -> plt.Fi
     frames (k,) and scores (k,) P(FAKE); `method` names how the heatmaps were made.
     """
     n_columns = max([len(item["crops"]) for item in explained] + [1])
-    n_rows = 2 * max(1, len(explained))
-    fig, axes = plt.subplots(n_rows, n_columns, figsize=(1.9 * n_columns, 2.3 * n_rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    if not explained:
-        axes[0, 0].text(0.5, 0.5, "no videos to explain", ha="center", va="center")
-    for row, item in enumerate(explained):
+    n_videos = max(1, len(explained))
+    # one sub-figure per video: its title sits above its own two rows, never on the row before
+    fig = plt.figure(figsize=(1.9 * n_columns, 4.4 * n_videos + 0.3), layout="constrained")
+    fig.suptitle(f"where the model saw FAKE ({method}; red = strongest)", fontsize=9)
+    for subfig, item in zip(np.atleast_1d(fig.subfigures(n_videos, 1)), explained or [None]):
+        axes = subfig.subplots(2, n_columns, squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        if item is None:
+            axes[0, 0].text(0.5, 0.5, "no videos to explain", ha="center", va="center")
+            continue
+        subfig.suptitle(item["title"], fontsize=9, fontweight="bold", x=0.02, ha="left")
         for column, (crop, heatmap, frame, score) in enumerate(
                 zip(item["crops"], item["heatmaps"], item["frames"], item["scores"])):
-            axes[2 * row, column].imshow(crop)
-            axes[2 * row, column].set_title(f"frame {frame}\nP(FAKE) {score:.2f}", fontsize=7)
-            axes[2 * row + 1, column].imshow(crop)
-            axes[2 * row + 1, column].imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[2 * row, 0].text(0.0, 1.45, item["title"], transform=axes[2 * row, 0].transAxes, fontsize=9,
-                              fontweight="bold")
-    fig.suptitle(f"where the model saw FAKE ({method}; red = strongest)", fontsize=9)
-    fig.tight_layout()
+            axes[0, column].imshow(crop)
+            axes[0, column].set_title(f"frame {frame}\nP(FAKE) {score:.2f}", fontsize=7)
+            axes[1, column].imshow(crop)
+            axes[1, column].imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
     return fig
