@@ -1,0 +1,164 @@
+"""Accuracy of a trained model on a labelled folder of videos, as `dfdetect evaluate` measures it.
+
+Scores every video of FOLDER (its metadata.json gives labels and, where present, `method`) with
+MODEL through the inference engine (sampled frames, MTCNN, the classifier, the video rule of
+the config's `score` section), and prints video AUC, log loss and accuracy with 95% bootstrap
+intervals over videos, plus one AUC per manipulation method against all REAL videos. The
+figures go to a JSON file with the command, the commit and the machine line.
+
+--groups-from SPLIT_CSV keeps only the videos that a run's split.csv puts in the given split
+(default: test: whole identity groups the model never trained on), for a model trained on the
+other groups of the same folder: the held-out figure of real-data training.
+
+    python benchmarks/bench_accuracy.py runs/sample/models/sample.keras DEVSET \\
+        --out benchmarks/results/accuracy_demo_faceforensics.json
+    python benchmarks/bench_accuracy.py runs/ffpp/models/ffpp.keras DEVSET \\
+        --groups-from runs/ffpp/manifests/split.csv --out benchmarks/results/accuracy_ffpp_heldout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as a script
+import _common  # noqa: E402
+
+from dfhelpers import config, engine, metadata, scoring  # noqa: E402
+
+METRICS = ("auc", "log_loss", "accuracy", "ap", "eer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    machine = _common.machine()
+    _common.print_machine(machine)
+    cfg = config.load(args.config) if args.config else None
+    faces_cfg = cfg.faces if cfg else config.FacesConfig()
+    score_cfg = cfg.score if cfg else config.ScoreConfig()
+    videos = select_videos(Path(args.folder), args.groups_from, args.split)
+    started = time.monotonic()
+    scorer = engine.VideoScorer(args.model, faces_cfg, score_cfg)
+    if args.crops_from:
+        predictions, faces = score_stored_crops(videos, scorer, Path(args.crops_from))
+    else:
+        with tempfile.TemporaryDirectory(prefix="dfdetect-accuracy-") as scratch:
+            cache_root = Path(args.cache) if args.cache else Path(scratch)
+            cache = engine.ScoreCache.for_model(cache_root, Path(args.model), faces_cfg)
+            predictions, faces = engine.score_table(videos, scorer, cache, progress=True)
+    metrics = scoring.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=args.bootstrap,
+                               seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
+    summary = summarise(metrics, predictions)
+    print(scoring.metrics_table(metrics).to_string(), flush=True)
+    _common.write_result({"benchmark": "accuracy", "model": str(args.model), "model_card": _card(Path(args.model)),
+                          "folder": str(args.folder), "groups_from": args.groups_from, "split": args.split,
+                          "seconds": round(time.monotonic() - started, 1), "commit": _commit(),
+                          **summary, "machine": _common.finish_machine(machine)}, args.out)
+    return 0
+
+
+def select_videos(folder: Path, groups_from: str | None, split: str) -> pd.DataFrame:
+    """The labelled videos of `folder`; with a split.csv only those whose crops it puts in `split`.
+
+    split.csv names each crop's video and identity group, and a group lies in one split only,
+    so these are the videos of the held-out groups (a video balancing left without crops is not
+    among them).
+    """
+    videos = metadata.list_videos(folder)
+    if groups_from is None:
+        return videos
+    split_csv = Path(groups_from)
+    crops = pd.read_csv(split_csv, dtype={"video": str, "group": str, "split": str})
+    chosen = videos[videos["video"].isin(set(crops.loc[crops["split"] == split, "video"]))].reset_index(drop=True)
+    if chosen.empty:
+        raise SystemExit(f"{split_csv}: no video of {folder} is in its {split!r} split; check the folder and split")
+    return chosen
+
+
+def score_stored_crops(videos: pd.DataFrame, scorer: engine.VideoScorer,
+                       work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions, faces) from the crops a run's face stage stored for these videos.
+
+    The face stage samples, detects and crops as scoring does and stores each crop as the scorer
+    JPEG-compresses it, so the scores are the engine's without detecting every video again
+    (a quick loop over many models); the run's faces settings must be the ones to measure.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    stage = pd.read_csv(work_dir / "manifests" / "faces.csv", dtype={"video": str, "path": str, "status": str})
+    stage = stage[stage["video"].isin(set(videos["video"]))]
+    crops = stage[stage["kind"] == "crop"].reset_index(drop=True)
+    pixels = [np.asarray(Image.open(work_dir / path).convert("RGB")) for path in tqdm(crops["path"], desc="crops")]
+    scores = scorer.predict(np.stack(pixels)) if pixels else np.zeros(0)
+    faces = crops.assign(score=scores, crop="")[scoring.FACE_COLUMNS]
+    statuses = stage[stage["kind"] == "video"].set_index("video")["status"].to_dict()
+    return scoring.predictions_from_faces(videos, faces, statuses, scorer.score_cfg), faces
+
+
+def summarise(metrics: dict[str, Any], predictions: pd.DataFrame) -> dict[str, Any]:
+    """The figures the README quotes: video metrics with intervals, AUC per method, videos not judged."""
+    video = {name: _rounded(metrics[name]) for name in METRICS}
+    intervals = {name: [_rounded(v) for v in metrics["intervals"][name]] for name in METRICS}
+    methods = {row["value"]: {"auc": _rounded(row["auc"]), "auc_interval": [_rounded(v) for v in row["intervals"]["auc"]],
+                              "n_videos": row["n_videos"]}
+               for row in metrics["breakdown"] if row["column"] == "method" and row["against"] != "itself"}
+    return {"n_videos": metrics["n_labelled"], "label_counts": metrics["label_counts"], "video": video,
+            "intervals": intervals, "per_method": methods, "frame_auc": _rounded(metrics["frame"]["auc"]),
+            "n_not_judged": int((~predictions["status"].astype(str).str.startswith("ok")).sum()),
+            "bootstrap": metrics["bootstrap"]}
+
+
+def _card(model_path: Path) -> dict[str, Any]:
+    """What the model card says of how the model was made (backbone, fakes, temperature, epochs)."""
+    import json
+
+    card_path = model_path.with_suffix(".json")
+    if not card_path.is_file():
+        return {}
+    card = json.loads(card_path.read_text())
+    train = card.get("fingerprint", {}).get("train", {})
+    return {"backbone": card.get("backbone"), "fakes": train.get("fakes"), "epochs": train.get("epochs"),
+            "image_size": train.get("image_size"), "best_epoch": card.get("best_epoch"),
+            "temperature": card.get("calibration", {}).get("temperature"), "trained_at": card.get("trained_at"),
+            "n_train_crops": card.get("n_train_crops"), "seconds": card.get("seconds_this_run")}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _rounded(value: Any) -> Any:
+    return round(float(value), 4) if value is not None and value == value else None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a trained .keras model (its ONNX sidecar is used when fresh)")
+    parser.add_argument("folder", help="a labelled folder of videos (metadata.json beside them)")
+    parser.add_argument("--config", help="take the faces and score settings from this run config "
+                                         "(default: the defaults, as dfdetect without --config)")
+    parser.add_argument("--groups-from", help="a run's manifests/split.csv: score only its --split groups")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--crops-from", help="a run folder whose face stage cropped these videos: score its "
+                                             "stored crops instead of detecting again (same faces settings)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="resamples of the videos (default 2000)")
+    parser.add_argument("--cache", help="keep the face scores in this folder (a re-run scores nothing twice)")
+    parser.add_argument("--out", type=Path, help="write the JSON here too (benchmarks/results/...)")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
