@@ -25,8 +25,8 @@ from dfhelpers.errors import ConfigError, SplitError, StageOutputMissing
 BACKUP_STATE = "training_metadata.json"
 RUN_STATE = "run.json"  # ours, beside it: which config and data the backup belongs to
 # train keys that make a different model, not a retrained one: a finished model is never replaced
-# by one that differs in these without a new train.model_name (issue 14: a backbone override
-# silently deleted the demo's model)
+# by one that differs in these without a new train.model_name (a backbone override must not delete
+# the model it would replace)
 REPLACED_ONLY_BY_NAME = ("backbone", "weights", "head", "front_end", "image_size", "cnn_filters", "dense_units",
                          "fakes")
 # the calibration's largest temperature: a model with no signal on val ends as a coin (fit_temperature)

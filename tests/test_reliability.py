@@ -45,7 +45,7 @@ def good_videos(folder: Path, n_groups: int, n_frames: int = 16) -> dict:
 
 
 def bad_videos(folder: Path, source: Path) -> dict:
-    """The hostile files of the issue, each labelled REAL so metadata stays valid."""
+    """Hostile files (empty, truncated, streamable, ...), each labelled REAL so metadata stays valid."""
     (folder / "zero_bytes.mp4").write_bytes(b"")
     hostile.truncated_copy(source, folder / "truncated.mp4", keep=0.4)  # its index was written last
     face = hostile.grace_hopper()
