@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # a short training (dfhelpers.config applies DFDETECT_OVERRIDES on every config.load).
 NBVAL_OVERRIDES := {work_dir: ../runs/nbval, train.epochs: 2}
 
-.PHONY: venv demo test test-unit test-notebooks bench clean
+.PHONY: venv demo test test-unit test-notebooks bench report clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,9 @@ bench: venv  ## speed benchmarks: face stage, scoring, training input (see bench
 	$(BIN)/python benchmarks/bench_inference.py runs/bench-videos/test_videos --model runs/bench-model.keras \
 	    --build-model mobilenet_v2 --baseline-frames 30
 	$(BIN)/python benchmarks/bench_train.py --config configs/sample.yaml
+
+report: venv  ## regenerate docs/results.md from benchmarks/results/*.json (tests/test_report.py checks it)
+	$(BIN)/python benchmarks/report.py
 
 clean:  ## remove run folders and the generated sample (never the venv)
 	rm -rf runs data/sample
