@@ -36,11 +36,13 @@ test-notebooks: venv
 # The three benchmarks of benchmarks/ on DFDC-sized videos generated from the sample; each
 # prints its figures and a last JSON line. The scoring benchmark needs a model: it builds an
 # untrained MobileNetV2 (speed does not depend on the weights).
-bench: venv  ## speed benchmarks: face stage, scoring, training input (see benchmarks/)
+bench: venv  ## speed benchmarks: face stage, scoring, start-up, training input (see benchmarks/)
 	$(BIN)/python -m dfhelpers.sample generate --out runs/bench-videos --preset dfdc --videos 4
 	$(BIN)/python benchmarks/bench_faces.py runs/bench-videos/test_videos --baseline-frames 20
 	$(BIN)/python benchmarks/bench_inference.py runs/bench-videos/test_videos --model runs/bench-model.keras \
 	    --build-model mobilenet_v2 --baseline-frames 30
+	$(BIN)/python benchmarks/bench_startup.py $$(ls runs/bench-videos/test_videos/*.mp4 | head -1) \
+	    --model runs/bench-model.keras --folder runs/bench-videos/test_videos --folder-videos 8
 	$(BIN)/python benchmarks/bench_train.py --config configs/sample.yaml
 
 report: venv  ## regenerate docs/results.md from benchmarks/results/*.json (tests/test_report.py checks it)

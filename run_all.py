@@ -119,7 +119,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--notebooks", default=str(NOTEBOOKS), help="folder of NN_*.ipynb (default notebooks/)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
     args = parser.parse_args(argv)
-    args.param = [(key, yaml.safe_load(value)) for key, value in args.param]
+    try:
+        args.param = [(key, yaml.safe_load(value)) for key, value in args.param]
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())[:120]
+        parser.error(f"-p: a value is not YAML ({problem}); quote it, e.g. -p train.model_name 'my: model'")
     return args
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +27,10 @@ import pandas as pd
 import tensorflow as tf
 from PIL import Image
 
-from dfhelpers import config, data, model, runfolder
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as a script
+import _common  # noqa: E402
+
+from dfhelpers import config, data, model, runfolder  # noqa: E402
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 SYNTHETIC_CROPS = 512  # enough for several batches, small enough to write in seconds
@@ -39,7 +42,10 @@ def main() -> None:
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "sample.yaml"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed repeat")
+    parser.add_argument("--out", type=Path, help="write the JSON here too (benchmarks/results/...)")
     args = parser.parse_args()
+    machine = _common.machine()
+    _common.print_machine(machine)
     cfg = config.load(args.config)
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
         crops, cfg = _crops(cfg, Path(scratch))
@@ -54,8 +60,10 @@ def main() -> None:
     print(f"training step ({cfg.train.backbone}, {cfg.train.image_size} px, batch {cfg.train.batch_size}): "
           f"{train_step_img_s:.0f} img/s (median of {args.repeats})")
     print(f"pipeline / training step: {ratio:.1f}x ({'OK' if ratio >= 3 else 'pipeline is a bottleneck'})")
-    print(json.dumps({"pipeline_img_s": round(pipeline_img_s, 1), "self_blend_pipeline_img_s": round(blend_img_s, 1),
-                      "train_step_img_s": round(train_step_img_s, 1), "ratio": round(ratio, 2)}))
+    _common.write_result({"benchmark": "bench_train", "backbone": cfg.train.backbone, "image_size": cfg.train.image_size,
+                          "pipeline_img_s": round(pipeline_img_s, 1), "self_blend_pipeline_img_s": round(blend_img_s, 1),
+                          "train_step_img_s": round(train_step_img_s, 1), "ratio": round(ratio, 2),
+                          "machine": _common.finish_machine(machine)}, args.out)
 
 
 def _with_fakes(cfg: config.Config, fakes: str) -> config.Config:

@@ -58,3 +58,11 @@ def test_bad_config_exits_2_with_a_one_line_message(project):
     result = run_all(project)
     assert result.returncode == 2
     assert "unknown key 'faces.margn'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_parameter_value_that_is_not_yaml_exits_2_with_one_line_naming_the_flag(project):
+    result = run_all(project, "-p", "train.model_name", "a: b: c")
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.strip().splitlines() if "error" in line]
+    assert len(error_lines) == 1 and "-p: a value is not YAML" in error_lines[0]
+    assert "Traceback" not in result.stderr and not (project / "01.done").exists()
