@@ -138,14 +138,6 @@ def fits_in_cache(n_crops: int, crop_size: int, train: TrainConfig) -> bool:
     return train.cache and n_bytes <= train.cache_max_mb * 2**20
 
 
-def load_crops(paths: list[Path], crop_size: int) -> np.ndarray:
-    """Decode crop JPEGs exactly as the training pipeline does: (N, S, S, 3) float32 in 0..255."""
-    images = [_decode(tf.constant(str(path)), crop_size).numpy() for path in paths]
-    if not images:
-        return np.zeros((0, crop_size, crop_size, 3), dtype="float32")
-    return np.stack(images).astype("float32")
-
-
 # --- private helpers ------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from dfhelpers import runfolder
 from dfhelpers.config import SplitConfig
 from dfhelpers.errors import CropError, LeakageError, SplitError
 from dfhelpers.files import atomic_path, write_csv
-from dfhelpers.runfolder import LABEL_INDEX, LABELS, SPLIT_COLUMNS, SPLITS
+from dfhelpers.runfolder import LABELS, SPLIT_COLUMNS, SPLITS
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 VIDEO_COLUMNS = ["video", "path", "label", "original", "person"]
@@ -99,22 +99,6 @@ def balance(crops: pd.DataFrame, mode: str = "per_group", seed: int = 33,
     n_minority = n_per_class.min() if mode == "global" else n_per_class.groupby(crops["group"]).transform("min")
     is_kept = _draw_order(crops, by, _rng(seed, f"balance/{mode}")) < n_minority
     return crops[is_kept].reset_index(drop=True)
-
-
-def class_weights(split: pd.DataFrame) -> dict[int, float]:
-    """Keras class weights {0: REAL, 1: FAKE} that equalise the classes of the train split.
-
-    Each class gets n_train / (2 * n_class), so a balanced split gives {0: 1.0, 1: 1.0}.
-
-    Raises:
-        SplitError: the train split lacks one of the classes.
-    """
-    counts = split.loc[split["split"] == "train", "label"].value_counts()
-    missing = [label for label in LABELS if counts.get(label, 0) == 0]
-    if missing:
-        raise SplitError(f"the train split has no {missing[0]} crops; class weights need both classes")
-    total = int(counts[list(LABELS)].sum())
-    return {LABEL_INDEX[label]: total / (2.0 * int(counts[label])) for label in LABELS}
 
 
 # --- splitting ----------------------------------------------------------------------------

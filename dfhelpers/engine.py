@@ -320,22 +320,6 @@ def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[Sc
     bar.close()
 
 
-def score_videos(cfg: Config, videos: pd.DataFrame, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score the videos of a table (video, path, label) with cfg.model_path: (predictions, faces).
-
-    Resumes: face scores are cached under reports/score_cache/<model hash>-<face settings>/,
-    so a re-run (or a run after an interruption) scores only the videos not done yet and
-    does not even load the model when every video is done.
-
-    Raises:
-        ModelLoadError: cfg.model_path is missing or corrupt (checked before any work).
-    """
-    _check_trained(cfg)
-    cache = ScoreCache.for_model(score_cache_root(cfg), cfg.model_path, cfg.faces, crops_dir=_crops_dir(cfg),
-                                 work_dir=cfg.work_dir)
-    return score_table(videos, VideoScorer(cfg.model_path, cfg.faces, cfg.score), cache, progress)
-
-
 def score_table(videos: pd.DataFrame, scorer: VideoScorer, cache: Optional[ScoreCache] = None,
                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(predictions, faces) of a video table (video, path, label, metadata columns), via the cache."""
@@ -418,11 +402,6 @@ def explanation_figure(explained: list[dict[str, Any]]) -> Any:
     from dfhelpers import plots
 
     return plots.explanation_strips(explained, explained[0]["method"] if explained else "gradcam")
-
-
-def score_cache_root(cfg: Config) -> Path:
-    """Where cached face scores live (one folder per model file and face settings)."""
-    return cfg.reports_dir / runfolder.SCORE_CACHE_DIR
 
 
 def file_digest(path: str | Path) -> str:

@@ -10,7 +10,7 @@ class ConfigError(DfdetectError):
 
 
 class MetadataError(DfdetectError):
-    """A DFDC metadata.json (or labels CSV) is malformed or inconsistent."""
+    """A DFDC metadata.json (or persons CSV) is malformed or inconsistent."""
 
 
 class SampleSourceError(DfdetectError):

@@ -139,12 +139,6 @@ def pick_evenly(faces: pd.DataFrame, track: int, n: int) -> np.ndarray:
     return positions[np.unique(np.linspace(0, len(positions) - 1, n).round().astype(int))]
 
 
-def peak(heatmap: np.ndarray) -> tuple[int, int]:
-    """(row, column) of a heatmap's maximum."""
-    row, column = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return int(row), int(column)
-
-
 # --- private helpers -------------------------------------------------------------------
 
 

@@ -77,20 +77,6 @@ def list_videos(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def read_labels(path: str | Path) -> pd.Series:
-    """Labels (REAL/FAKE) by video file name, from a metadata.json or a CSV.
-
-    A CSV needs a `label` column and a `video` or `filename` column; labels may be
-    REAL/FAKE or 0/1 (1 = FAKE, as in the DFDC submission format).
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        entries = _load_entries(path)
-        return pd.Series({name: _entry_row(path, name, entry)["label"] for name, entry in entries.items()},
-                         name="label", dtype=object)
-    return _labels_from_csv(path)
-
-
 def attach_persons(videos: pd.DataFrame, persons_csv: str | Path) -> pd.DataFrame:
     """Fill the `person` column from a CSV with columns video, person."""
     path = Path(persons_csv)
@@ -179,18 +165,6 @@ def _check_unique_names(videos: pd.DataFrame) -> None:
         name = repeated["video"].iloc[0]
         parts = sorted(repeated.loc[repeated["video"] == name, "part"])
         raise MetadataError(f"{name!r} appears in parts {parts}; file names must be unique across data_dirs")
-
-
-def _labels_from_csv(path: Path) -> pd.Series:
-    labels = _read_csv(path, required=("label",))
-    key = "video" if "video" in labels.columns else "filename"
-    if key not in labels.columns:
-        raise MetadataError(f"{path}: labels CSV needs a 'video' or 'filename' column")
-    values = labels["label"].astype(str).str.upper().replace({"0": "REAL", "1": "FAKE"})
-    bad = values[~values.isin(LABELS)]
-    if len(bad):
-        raise MetadataError(f"{path}: unknown label {labels['label'][bad.index[0]]!r}; use REAL/FAKE or 0/1")
-    return pd.Series(values.values, index=labels[key].astype(str), name="label", dtype=object)
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:

@@ -169,15 +169,6 @@ def integral_image(images: np.ndarray) -> np.ndarray:
     return sums
 
 
-def area_resize(images: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
-    """torch's `interpolate(mode="area")` (adaptive average pooling) of uint8 images (N, H, W, C) -> float32.
-
-    Output pixel i averages input pixels floor(i * n / m) .. ceil((i + 1) * n / m) - 1 on each
-    axis. (cv2.INTER_AREA weights the pixels at the bin edges by their overlap: a different average.)
-    """
-    return _pool_resize(integral_image(images), out_height, out_width)
-
-
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, image_inds: np.ndarray, threshold: float,
                 method: str = "union") -> np.ndarray:
     """Greedy NMS per image: indices kept, best score first.
@@ -309,7 +300,12 @@ def _bins(start: np.ndarray, length: np.ndarray, out_size: int) -> tuple[np.ndar
 
 
 def _pool_resize(sums: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
-    """Whole images from their integral image, area-resized: (N, out_height, out_width, C) float32."""
+    """Whole images from their integral image, area-resized: (N, out_height, out_width, C) float32.
+
+    As torch's `interpolate(mode="area")`: output pixel i averages input pixels floor(i * n / m) ..
+    ceil((i + 1) * n / m) - 1 on each axis. (cv2.INTER_AREA weights the pixels at the bin edges by
+    their overlap: a different average.)
+    """
     height, width = sums.shape[1] - 1, sums.shape[2] - 1
     row_first, row_end = (b[0] for b in _bins(np.zeros(1, int), np.array([height]), out_height))
     col_first, col_end = (b[0] for b in _bins(np.zeros(1, int), np.array([width]), out_width))

@@ -55,11 +55,6 @@ def recorded_keras_sha256(session: Any) -> Optional[str]:
     return properties.get(KERAS_SHA256_KEY)
 
 
-def fresh_sidecar(keras_path: str | Path) -> Optional[Path]:
-    """The sidecar of a .keras file if it exists and was exported from these exact bytes, else None."""
-    return sidecar_path(keras_path) if fresh_session(keras_path) is not None else None
-
-
 def fresh_session(keras_path: str | Path, n_threads: int = 1, onnx_path: str | Path | None = None) -> Any:
     """A session on `onnx_path` (default: the sidecar) if it was exported from these exact .keras
     bytes, else None; the caller scores with it, so the file is opened once.

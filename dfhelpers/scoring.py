@@ -9,9 +9,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from dfhelpers import files, metadata, runfolder
-from dfhelpers.config import Config, ScoreConfig
-from dfhelpers.errors import MetadataError
+from dfhelpers import files, runfolder
+from dfhelpers.config import ScoreConfig
 from dfhelpers.runfolder import LABELS
 
 PREDICTION_COLUMNS = ["video", "status", "n_faces", "faces_used", "track", "score", "verdict", "label", "path"]
@@ -139,29 +138,7 @@ def is_failed(status: str) -> bool:
     return str(status).split(":")[0] in ("unreadable", "error")
 
 
-# --- labels and metrics ------------------------------------------------------------------
-
-
-def read_labels(sources: list[str | Path]) -> pd.Series:
-    """Labels (REAL/FAKE) by video file name from one or many metadata.json parts or labels CSVs.
-
-    Raises:
-        MetadataError: a source is malformed, or two sources give one video different labels.
-    """
-    parts = [metadata.read_labels(Path(source)) for source in sources]
-    labels = pd.concat(parts) if parts else pd.Series(dtype=object, name="label")
-    conflicting = labels.groupby(level=0).nunique()
-    if (conflicting > 1).any():
-        video = conflicting[conflicting > 1].index[0]
-        raise MetadataError(f"{video!r} has different labels in {', '.join(map(str, sources))}; fix one source")
-    return labels[~labels.index.duplicated()].rename("label")
-
-
-def attach_labels(predictions: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
-    """Fill `label` from a video -> label Series; videos it does not name keep their label."""
-    looked_up = predictions["video"].map(labels)
-    merged = looked_up.where(looked_up.isin(LABELS), predictions["label"])
-    return predictions.assign(label=[label if label in LABELS else None for label in merged])
+# --- metrics ---------------------------------------------------------------------------
 
 
 METRIC_NAMES = ("auc", "ap", "eer", "log_loss", "accuracy")  # the order of every metrics table
@@ -189,7 +166,7 @@ def evaluate(predictions: pd.DataFrame, threshold: float = 0.5, faces: pd.DataFr
         metrics["frame"] = dict(measure(frame_samples, threshold, boot),
                                 n_faces=int(sum(len(scores) for scores in frame_samples[1])))
     if len(labelled) == 0:
-        metrics["notes"].insert(0, "no labelled videos: metrics need labels (metadata.json or a labels CSV)")
+        metrics["notes"].insert(0, "no labelled videos: metrics need labels (a metadata.json beside the videos)")
     metrics["breakdown"] = breakdown(labelled, threshold, boot)
     return metrics
 
@@ -239,17 +216,6 @@ def point_metrics(is_fake: np.ndarray, scores: np.ndarray, threshold: float) -> 
     result.update(auc=float(auc(fpr, tpr)), ap=float(average_precision_score(is_fake, scores)),
                   eer=_eer_of_curve(fpr, tpr))
     return result
-
-
-def equal_error_rate(is_fake: np.ndarray, scores: np.ndarray) -> float:
-    """The rate where false positives equal false negatives, on scikit-learn's ROC curve.
-
-    The ROC is piecewise linear between its points; the EER is where it crosses fpr = 1 - tpr.
-    """
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(is_fake, scores)
-    return _eer_of_curve(fpr, tpr)
 
 
 def log_loss(is_fake: np.ndarray, scores: np.ndarray) -> float:
@@ -385,17 +351,6 @@ def submission(predictions: pd.DataFrame) -> pd.DataFrame:
     """The DFDC (Kaggle) submission: filename,label with label = P(FAKE), one row per video."""
     return pd.DataFrame({"filename": predictions["video"].astype(str),
                          "label": predictions["score"].astype(float)})
-
-
-def frame_scores_csv(cfg: Config) -> Path:
-    """Where the per-face scores of the scored videos go (for the timeline plots)."""
-    return cfg.reports_dir / runfolder.FRAME_SCORES_CSV
-
-
-def write_reports(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: dict[str, Any],
-                  cfg: Config) -> dict[str, Path]:
-    """Write predictions.csv, frame_scores.csv, metrics.json and submission.csv under reports/."""
-    return write_evaluation(predictions, faces, metrics, cfg.reports_dir)
 
 
 def write_evaluation(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: dict[str, Any],

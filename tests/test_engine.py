@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfhelpers import config, engine, metadata, scoring
+from dfhelpers import config, engine, metadata, runfolder, scoring
 from dfhelpers.errors import ConfigError, ModelLoadError
 import hostile
 from test_scoring import save_tiny_model, write_video  # the same tiny videos and model
@@ -23,11 +23,11 @@ def scored_run(tmp_path):
     (test_dir / "metadata.json").write_text(json.dumps({
         "face.mp4": {"label": "FAKE", "original": "blank.mp4"}, "blank.mp4": {"label": "REAL"},
         "broken.mp4": {"label": "REAL"}}))
-    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: test_videos\n")
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: test_videos\nscore: {bootstrap: 0}\n")
     cfg = config.load(tmp_path / "run.yaml")
     save_tiny_model(cfg.model_path)
-    videos = metadata.list_videos(cfg.test_dir)
-    return cfg, videos, engine.score_videos(cfg, videos, progress=False)
+    [result] = engine.evaluate_folders(cfg, progress=False).values()
+    return cfg, metadata.list_videos(cfg.test_dir), (result["predictions"], result["faces"])
 
 
 def test_scoring_gives_every_video_a_row_and_broken_ones_a_status(scored_run):
@@ -46,9 +46,10 @@ def test_scoring_gives_every_video_a_row_and_broken_ones_a_status(scored_run):
 
 def test_a_rerun_with_the_same_model_does_not_rescore(scored_run):
     cfg, videos, (predictions, faces) = scored_run
-    entries = sorted(engine.score_cache_root(cfg).rglob("*.json"))
+    entries = sorted((cfg.reports_dir / runfolder.SCORE_CACHE_DIR).rglob("*.json"))
     stamps = [entry.stat().st_mtime_ns for entry in entries]
-    again, again_faces = engine.score_videos(cfg, videos, progress=False)
+    [again_result] = engine.evaluate_folders(cfg, progress=False).values()
+    again, again_faces = again_result["predictions"], again_result["faces"]
     assert len(entries) == 3 and [entry.stat().st_mtime_ns for entry in entries] == stamps
     pd.testing.assert_frame_equal(again, predictions)
     pd.testing.assert_series_equal(again_faces["score"], faces["score"])
@@ -56,7 +57,6 @@ def test_a_rerun_with_the_same_model_does_not_rescore(scored_run):
 
 def test_reports_and_timeline_crops_from_a_scored_run(scored_run):
     cfg, videos, (predictions, faces) = scored_run
-    scoring.write_reports(predictions, faces, scoring.evaluate(predictions), cfg)
     assert pd.read_csv(cfg.submission_csv)["filename"].tolist() == videos["video"].tolist()
     assert set(json.loads(cfg.metrics_json.read_text())) >= {"auc", "log_loss", "accuracy", "n_videos", "n_no_face"}
     crops = scoring.timeline_crops(faces, predictions[predictions["video"] == "face.mp4"], cfg.work_dir)

@@ -142,13 +142,6 @@ def test_list_videos_without_metadata_lists_unlabelled_videos(tmp_path):
     assert videos["label"].isna().all()
 
 
-def test_read_labels_from_csv_accepts_submission_style_zero_one(tmp_path):
-    path = tmp_path / "labels.csv"
-    path.write_text("filename,label\na.mp4,1\nb.mp4,0\n")
-    labels = metadata.read_labels(path)
-    assert labels.to_dict() == {"a.mp4": "FAKE", "b.mp4": "REAL"}
-
-
 def test_reading_never_writes_to_the_data_folder(two_parts):
     before = {p: p.stat().st_mtime_ns for part in two_parts for p in part.iterdir()}
     with warnings.catch_warnings():

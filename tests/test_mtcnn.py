@@ -87,16 +87,6 @@ def test_each_onnx_net_matches_facenets_torch_net_on_random_input(net, shape, ou
         assert np.abs(our_output - their_output.numpy()).max() <= 1e-4
 
 
-@pytest.mark.parametrize("size", [(20, 30), (24, 24), (48, 48), (80, 90), (37, 51)])
-def test_area_resize_equals_torchs_area_interpolation(size, torch_mtcnn):
-    import torch
-
-    images = np.random.default_rng(1).integers(0, 256, size=(2, 37, 51, 3), dtype=np.uint8)
-    theirs = torch.nn.functional.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=size,
-                                             mode="area").permute(0, 2, 3, 1).numpy()
-    assert np.abs(mtcnn.area_resize(images, *size) - theirs).max() <= 1e-3
-
-
 def test_detections_agree_with_facenet_on_real_faces(ours, torch_mtcnn):
     n_faces = 0
     for frame in real_frames():

@@ -9,7 +9,6 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from dfhelpers import config, scoring
 from dfhelpers.config import ScoreConfig
-from dfhelpers.errors import MetadataError
 
 
 def original_video_score(face_scores):
@@ -149,28 +148,6 @@ def test_unlabelled_videos_are_scored_without_metrics(predictions):
     assert metrics["n_videos"] == 6 and math.isnan(metrics["accuracy"]) and metrics["notes"]
 
 
-def test_labels_come_from_several_parts_and_a_csv(tmp_path):
-    (tmp_path / "p0").mkdir()
-    (tmp_path / "p0" / "metadata.json").write_text(json.dumps({"a.mp4": {"label": "REAL"}}))
-    (tmp_path / "p1").mkdir()
-    (tmp_path / "p1" / "metadata.json").write_text(
-        json.dumps({"b.mp4": {"label": "FAKE", "original": "a.mp4"}}))
-    (tmp_path / "labels.csv").write_text("filename,label\nc.mp4,1\n")
-    labels = scoring.read_labels([tmp_path / "p0" / "metadata.json", tmp_path / "p1" / "metadata.json",
-                                  tmp_path / "labels.csv"])
-    assert labels.to_dict() == {"a.mp4": "REAL", "b.mp4": "FAKE", "c.mp4": "FAKE"}
-    unlabelled = pd.DataFrame({"video": ["c.mp4", "z.mp4"], "label": [None, None]})
-    attached = scoring.attach_labels(unlabelled, labels)["label"]
-    assert attached.iloc[0] == "FAKE" and pd.isna(attached.iloc[1])
-
-
-def test_conflicting_labels_across_sources_are_an_error(tmp_path):
-    (tmp_path / "one.csv").write_text("video,label\na.mp4,REAL\n")
-    (tmp_path / "two.csv").write_text("video,label\na.mp4,FAKE\n")
-    with pytest.raises(MetadataError, match="a.mp4"):
-        scoring.read_labels([tmp_path / "one.csv", tmp_path / "two.csv"])
-
-
 def test_confidently_wrong_orders_by_distance_from_the_true_label(predictions):
     wrong = scoring.confidently_wrong(predictions, n=5)
     assert wrong["video"].tolist() == ["d.mp4"]
@@ -200,8 +177,8 @@ def test_eer_and_ap_agree_with_scikit_learn_on_synthetic_scores():
 
 def test_eer_of_perfectly_separated_and_of_inverted_scores():
     is_fake = np.array([0, 0, 1, 1])
-    assert scoring.equal_error_rate(is_fake, np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
-    assert scoring.equal_error_rate(is_fake, np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
+    assert scoring.point_metrics(is_fake, np.array([0.1, 0.2, 0.8, 0.9]), threshold=0.5)["eer"] == 0.0
+    assert scoring.point_metrics(is_fake, np.array([0.9, 0.8, 0.2, 0.1]), threshold=0.5)["eer"] == 1.0
 
 
 def test_a_one_class_folder_gives_undefined_auc_ap_eer_with_the_reason():
@@ -286,7 +263,7 @@ def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predic
     only_fakes = predictions[predictions["label"] == "FAKE"]
     metrics = scoring.evaluate(only_fakes)
     faces = pd.DataFrame(columns=scoring.FACE_COLUMNS)
-    written = scoring.write_reports(only_fakes, faces, metrics, run_cfg)
+    written = scoring.write_evaluation(only_fakes, faces, metrics, run_cfg.reports_dir)
     saved = json.loads(written["metrics"].read_text())
     assert saved["auc"] is None and saved["n_videos"] == 3
     assert pd.read_csv(run_cfg.submission_csv).columns.tolist() == ["filename", "label"]

@@ -217,7 +217,7 @@ def test_fit_writes_an_up_to_date_onnx_sidecar_and_records_it_in_the_card(run_di
     cfg = _config(run_dir)
     card = train.fit(cfg, progress=False)
     sidecar = cfg.model_path.with_suffix(".onnx")
-    assert onnxfile.fresh_sidecar(cfg.model_path) == sidecar  # exported after calibration: the final bytes
+    assert onnxfile.fresh_session(cfg.model_path) is not None  # exported after calibration: the final bytes
     assert card["onnx"] == {"path": sidecar.name, "sha256": files.sha256(sidecar),
                             "keras_sha256": files.sha256(cfg.model_path)}
 
