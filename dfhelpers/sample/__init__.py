@@ -30,17 +30,17 @@ from pathlib import Path
 from typing import Sequence
 
 from dfhelpers.config import SampleConfig
-from dfhelpers.sample.encoding import EncoderSettings, write_mp4
+from dfhelpers.sample.encoding import EncoderSettings
 from dfhelpers.sample.generation import FORMAT_VERSION, encoder_settings, ensure, generate
 from dfhelpers.sample.planning import PLAN_COLUMNS, PRESETS, TEST_FOLDER, FrameSpec, frame_spec, plan
-from dfhelpers.sample.rendering import RenderedFrame, highpass_energy, render_shot
+from dfhelpers.sample.rendering import RenderedFrame, render_shot
 from dfhelpers.sample.sources import (ARCHIVES, FETCH_COMMAND, IDENTITIES, SOURCES_ENV, Archive, FaceLibrary,
-                                      Identity, SourceFile, fetch, sources_dir, sources_table, split_groups)
+                                      Identity, SourceFile, fetch, sources_dir, split_groups)
 
 __all__ = ["ARCHIVES", "FETCH_COMMAND", "FORMAT_VERSION", "IDENTITIES", "PLAN_COLUMNS", "PRESETS", "SOURCES_ENV",
            "TEST_FOLDER", "Archive", "EncoderSettings", "FaceLibrary", "FrameSpec", "Identity", "RenderedFrame",
-           "SourceFile", "encoder_settings", "ensure", "fetch", "frame_spec", "generate", "highpass_energy", "main",
-           "plan", "render_shot", "sources_dir", "sources_table", "split_groups", "write_mp4"]
+           "SourceFile", "encoder_settings", "ensure", "fetch", "frame_spec", "generate", "main",
+           "plan", "render_shot", "sources_dir", "split_groups"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import dataclasses
 import fractions
 import io
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import av
 import cv2
@@ -26,23 +26,15 @@ class EncoderSettings:
     first_crf: int = 0  # > 0: the frames are first encoded at this crf and decoded (double compression)
 
 
-def write_mp4(frames: Iterator[np.ndarray] | Sequence[np.ndarray], path: str | Path, fps: int,
-              settings: EncoderSettings = EncoderSettings()) -> Path:
-    """Encode RGB uint8 frames as H.264 (yuv420p, BT.601 limited range) mp4, atomically.
+@contextlib.contextmanager
+def mp4_writer(path: Path, fps: int, settings: EncoderSettings) -> Iterator[Callable[[np.ndarray], None]]:
+    """A `write(frame)` callable that encodes RGB uint8 frames into `path` as H.264 (yuv420p, BT.601
+    limited range) mp4, atomically; with double compression the frames are collected, encoded at
+    `first_crf` in memory, decoded and encoded again on exit.
 
     Byte-identical for identical frames and settings: one x264 thread, no macroblock-tree rate
     control, and the RGB<->YUV conversions done by OpenCV.
     """
-    with mp4_writer(Path(path), fps, settings) as write:
-        for frame in frames:
-            write(frame)
-    return Path(path)
-
-
-@contextlib.contextmanager
-def mp4_writer(path: Path, fps: int, settings: EncoderSettings) -> Iterator[Callable[[np.ndarray], None]]:
-    """A `write(frame)` callable that encodes into `path`; with double compression the frames are
-    collected, encoded at `first_crf` in memory, decoded and encoded again on exit."""
     if not settings.first_crf:
         with atomic_path(path) as staging_file, _encoder(str(staging_file), fps, settings) as write:
             yield write

