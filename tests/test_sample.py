@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -24,6 +23,28 @@ from dfhelpers.sample.encoding import mp4_writer
 
 # A quick sample: one REAL shot of six identities (photos and both clips), 1 s long, in-process.
 QUICK = SampleConfig(enabled=True, n_identities=6, n_test_identities=1, videos_per_identity=1, seconds=1.0, workers=1)
+KILLED = 75  # the exit status of a sample generation stopped on purpose
+
+# ensure(config from argv) in a process that dies as a killed one does (no clean-up) while it writes its
+# second shot's videos, the first shot's done: an interruption mid-way, at the same point every time
+DIES_IN_THE_SECOND_SHOT = f"""
+import json, os, sys
+from pathlib import Path
+from dfhelpers import config
+from dfhelpers.sample import generation
+
+render_shot, shots = generation.render_shot, []
+
+def render_until_killed(*args, **kwargs):
+    shots.append(args[0])
+    for n_rendered, rendered in enumerate(render_shot(*args, **kwargs)):
+        if len(shots) == 2 and n_rendered == 2:
+            os._exit({KILLED})
+        yield rendered
+
+generation.render_shot = render_until_killed
+generation.ensure(config.from_dict(json.loads(sys.argv[1]), base_dir=Path(sys.argv[2])))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -255,18 +276,13 @@ def test_ensure_does_nothing_when_the_sample_is_disabled(tmp_path):
 
 
 def test_interrupted_generation_leaves_no_final_folder_and_resumes(tmp_path):
-    cfg = _quick_config(tmp_path, n_identities=3, max_videos=9)
-    code = ("import json, sys; from pathlib import Path; from dfhelpers import config, sample; "
-            "sample.ensure(config.from_dict(json.loads(sys.argv[1]), base_dir=Path(sys.argv[2])))")
+    cfg = _quick_config(tmp_path, n_identities=3, max_videos=9)  # three shots of three videos
     raw = json.dumps({key: value for key, value in config.to_dict(cfg).items() if key != "source"})
-    child = subprocess.Popen([sys.executable, "-c", code, raw, str(tmp_path)], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "data").glob(".*/*.mp4")) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child.kill()
-    child.wait()
-    if child.returncode == 0:
-        pytest.skip("generation finished before it could be interrupted")
+    child = subprocess.run([sys.executable, "-c", DIES_IN_THE_SECOND_SHOT, raw, str(tmp_path)],
+                           stderr=subprocess.DEVNULL, timeout=300)
+    written = [path.name for path in (tmp_path / "data").glob(".*/*.mp4")]
+    assert child.returncode == KILLED and len([name for name in written if not name.startswith(".")]) == 3
+    assert any(name.startswith(".") for name in written)  # the second shot's videos, half written
     assert not any(folder.exists() for folder in (*cfg.data_dirs, cfg.test_dir))
     assert sample.ensure(cfg) is True
     clean = _quick_config(tmp_path / "clean", n_identities=3, max_videos=9)

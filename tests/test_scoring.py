@@ -148,9 +148,30 @@ def test_unlabelled_videos_are_scored_without_metrics(predictions):
     assert metrics["n_videos"] == 6 and math.isnan(metrics["accuracy"]) and metrics["notes"]
 
 
-def test_confidently_wrong_orders_by_distance_from_the_true_label(predictions):
-    wrong = scoring.confidently_wrong(predictions, n=5)
-    assert wrong["video"].tolist() == ["d.mp4"]
+@pytest.fixture
+def verdicts():
+    """Three wrong and three right judged videos, in no order, and three that neither list may show."""
+    return pd.DataFrame({
+        "video": ["slightly_wrong", "barely_right", "badly_wrong", "surely_right", "worst", "right",
+                  "no_face", "unreadable", "unlabelled"],
+        "status": ["ok"] * 6 + ["no_face: none", "unreadable: moov atom not found", "ok"],
+        "score": [0.45, 0.55, 0.8, 0.02, 0.05, 0.9, 0.5, 0.5, 0.99],
+        "label": ["FAKE", "FAKE", "REAL", "REAL", "FAKE", "FAKE", "FAKE", "REAL", None],
+    })
+
+
+def test_confidently_wrong_orders_by_distance_from_the_true_label(verdicts):
+    wrong = scoring.confidently_wrong(verdicts, n=5)
+    assert wrong["video"].tolist() == ["worst", "badly_wrong", "slightly_wrong"]
+    assert wrong["error"].tolist() == pytest.approx([0.95, 0.8, 0.55])
+    assert scoring.confidently_wrong(verdicts, n=2)["video"].tolist() == ["worst", "badly_wrong"]
+
+
+def test_confidently_right_orders_by_closeness_to_the_true_label(verdicts):
+    right = scoring.confidently_right(verdicts, n=5)
+    assert right["video"].tolist() == ["surely_right", "right", "barely_right"]
+    assert right["error"].tolist() == pytest.approx([0.02, 0.1, 0.45])
+    assert scoring.confidently_right(verdicts, n=1)["video"].tolist() == ["surely_right"]
 
 
 def synthetic_scores(n_videos=300, seed=3):

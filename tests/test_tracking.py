@@ -45,6 +45,7 @@ def test_following_finds_the_faces_of_full_detection_and_detects_only_key_frames
     followed = tracking.FaceTracker(counting, detect_every=4).detect(frames)
     in_full = detector.detect_with_landmarks(frames)
     assert counting.in_full == 3  # frames 0, 4 and 8
+    assert len(followed) == len(in_full) == len(frames)
     for (boxes, probs, points), (full_boxes, _, full_points) in zip(followed, in_full):
         assert len(boxes) == len(full_boxes) == 1 and probs[0] >= CFG.min_face_prob
         assert iou(boxes[0], full_boxes[0]) > 0.85
@@ -73,7 +74,10 @@ def test_the_faces_found_do_not_depend_on_how_the_frames_are_batched(detector):
     whole = tracking.FaceTracker(detector, detect_every=4).detect(frames)
     tracker = tracking.FaceTracker(detector, detect_every=4)
     in_threes = [found for start in range(0, 10, 3) for found in tracker.detect(frames[start:start + 3])]
+    assert len(in_threes) == len(whole) == len(frames)
+    assert all(len(boxes) == 1 for boxes, _, _ in whole)  # a face in every frame: nothing compared is empty
     for ours, theirs in zip(in_threes, whole):
+        assert len(ours) == len(theirs) == 3  # boxes, probs, points
         for a, b in zip(ours, theirs):
             assert np.array_equal(a, b)
 
@@ -81,7 +85,11 @@ def test_the_faces_found_do_not_depend_on_how_the_frames_are_batched(detector):
 def test_detect_every_1_detects_every_frame_in_full(detector):
     frames = [face_frame(shift=5 * i) for i in range(5)]
     followed = tracking.FaceTracker(detector, detect_every=1).detect(frames)
-    for ours, theirs in zip(followed, detector.detect_with_landmarks(frames)):
+    in_full = detector.detect_with_landmarks(frames)
+    assert len(followed) == len(in_full) == len(frames)
+    assert all(len(boxes) == 1 for boxes, _, _ in in_full)  # a face in every frame: nothing compared is empty
+    for ours, theirs in zip(followed, in_full):
+        assert len(ours) == len(theirs) == 3  # boxes, probs, points
         for a, b in zip(ours, theirs):
             assert np.array_equal(a, b)
 
