@@ -1,5 +1,40 @@
-"""Shared test set-up. Fixtures live in each test file; this only makes native imports safe."""
+"""Shared test set-up: native imports made safe, and the fixtures that several test files use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
 
 # Test modules import TensorFlow and torchvision at collection time, in file order; TensorFlow
 # then torchvision segfaults unless dfhelpers' import guard is installed (see dfhelpers.compat).
 import dfhelpers  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def default_sample(tmp_path_factory) -> Path:
+    """The default small sample (configs/sample.yaml holds out 2 identities, not 3), generated once per
+    session for test_sample.py and test_sample_shortcuts.py (read-only for them)."""
+    from dfhelpers import sample
+    from dfhelpers.config import SampleConfig
+
+    out_dir = tmp_path_factory.getbasetemp() / "default_sample"
+    sample.generate(out_dir, SampleConfig(enabled=True))
+    return out_dir
+
+
+@pytest.fixture
+def write_notebook() -> Callable[..., None]:
+    """write_notebook(path, *sources): a notebook with run_all.py's `parameters` cell, then one code cell a source."""
+    import nbformat
+
+    def write(path: Path, *sources: str) -> None:
+        notebook = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell('config_path = "unset"\noverrides = {}')
+        params.metadata["tags"] = ["parameters"]
+        notebook.cells = [params, *(nbformat.v4.new_code_cell(s) for s in sources)]
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, path)
+
+    return write

@@ -41,3 +41,14 @@ def write_run(work_dir: Path, n_per_video: int, pixels: Callable[[np.random.Gene
                     rows.append(row)
     (work_dir / "manifests").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(work_dir / "manifests" / "split.csv", index=False)
+
+
+def write_square_run(work_dir: Path, crop_size: int, n_per_video: int = 4) -> None:
+    """write_run of noise crops where FAKE crops carry a bright square: a pattern a tiny model learns at once."""
+    def pixels(rng: np.random.Generator, label: str) -> np.ndarray:
+        noise = rng.integers(0, 120, (crop_size, crop_size, 3)).astype("uint8")
+        if label == "FAKE":
+            noise[8:16, 8:16] = 250
+        return noise
+
+    write_run(work_dir, n_per_video, pixels)

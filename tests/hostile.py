@@ -6,32 +6,9 @@ Everything is generated in the test's tmp_path; no media is committed.
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-
-
-def write_video(path: Path, frames: list[np.ndarray] | np.ndarray, fps: int = 15,
-                codec: str = "libx264", index_first: bool = False) -> Path:
-    """Encode RGB frames (all one size) into `path` with PyAV.
-
-    index_first puts the MP4 index (moov) before the frames ("faststart", as streamed files
-    have it), so that a truncated copy still opens and breaks mid-stream.
-    """
-    height, width = frames[0].shape[:2]
-    options = {"movflags": "faststart"} if index_first else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.options = {"threads": "1"}
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def background_frames(n: int, width: int, height: int, seed: int = 0) -> list[np.ndarray]:
@@ -59,15 +36,6 @@ def face_frames(face_rgb: np.ndarray, n: int, width: int, height: int, seed: int
         y = (height - fh) // 2 + int(4 * np.cos(t / 7))
         frame[y:y + fh, x:x + fw] = face
     return frames
-
-
-def grace_hopper() -> np.ndarray:
-    """The face photo that ships with matplotlib (US Navy, public domain), as RGB."""
-    import matplotlib.cbook
-    from PIL import Image
-
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
-        return np.asarray(Image.open(handle).convert("RGB"))
 
 
 def truncated_copy(source: Path, target: Path, keep: float = 0.4) -> Path:

@@ -5,11 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dfhelpers import cli
-from test_scoring import save_tiny_model, write_video  # the same tiny videos and model
+from videos import close_up_video, save_tiny_model
 
 DFDETECT = Path(sys.executable).with_name("dfdetect")
 
@@ -22,8 +21,8 @@ def run_dfdetect(*args):
 def folder_with_a_broken_file(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
-    write_video(videos / "face.mp4")
-    write_video(videos / "face_again.mov", n_frames=8)
+    close_up_video(videos / "face.mp4")
+    close_up_video(videos / "face_again.mov", n_frames=8)
     (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated garbage")
     (videos / "notes.txt").write_text("not a video: directories are scanned by extension")
     return videos
@@ -98,9 +97,9 @@ def test_evaluate_prints_metrics_with_intervals_per_method_and_writes_reports(tm
     folder = tmp_path / "labelled"
     folder.mkdir()
     for index in range(4):
-        write_video(folder / f"real{index}.mp4", n_frames=12 + index)
-        write_video(folder / f"fake{index}.mp4", n_frames=13 + index)
-    write_video(folder / "blank.mp4", n_frames=4, with_face=False)
+        close_up_video(folder / f"real{index}.mp4", n_frames=12 + index)
+        close_up_video(folder / f"fake{index}.mp4", n_frames=13 + index)
+    close_up_video(folder / "blank.mp4", n_frames=4, with_face=False)
     entries = {f"real{i}.mp4": {"label": "REAL", "method": "youtube"} for i in range(4)}
     entries.update({f"fake{i}.mp4": {"label": "FAKE", "original": f"real{i}.mp4",
                                      "method": "Deepfakes" if i % 2 else "FaceSwap"} for i in range(4)})
@@ -130,7 +129,7 @@ def test_evaluate_reports_two_folders_of_one_name_apart(tmp_path, tiny_model):
     for parent, label in (("a", "REAL"), ("b", "FAKE")):
         folder = tmp_path / parent / "test_videos"
         folder.mkdir(parents=True)
-        write_video(folder / "clip.mp4", n_frames=12)
+        close_up_video(folder / "clip.mp4", n_frames=12)
         entry = {"label": label} if label == "REAL" else {"label": "FAKE", "original": "x.mp4"}
         (folder / "metadata.json").write_text(json.dumps({"clip.mp4": entry}))
     (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\nscore: {min_faces: 4, trim: 1, bootstrap: 20}\n")

@@ -10,15 +10,15 @@ import pytest
 from dfhelpers import config, engine, metadata, runfolder, scoring
 from dfhelpers.errors import ConfigError, ModelLoadError
 import hostile
-from test_scoring import save_tiny_model, write_video  # the same tiny videos and model
+from videos import close_up_video, save_tiny_model, write_video
 
 
 @pytest.fixture
 def scored_run(tmp_path):
     test_dir = tmp_path / "test_videos"
     test_dir.mkdir()
-    write_video(test_dir / "face.mp4")
-    write_video(test_dir / "blank.mp4", n_frames=6, with_face=False)
+    close_up_video(test_dir / "face.mp4")
+    close_up_video(test_dir / "blank.mp4", n_frames=6, with_face=False)
     (test_dir / "broken.mp4").write_bytes(b"this is not a video")
     (test_dir / "metadata.json").write_text(json.dumps({
         "face.mp4": {"label": "FAKE", "original": "blank.mp4"}, "blank.mp4": {"label": "REAL"},
@@ -66,7 +66,7 @@ def test_reports_and_timeline_crops_from_a_scored_run(scored_run):
 def test_each_test_folder_of_a_config_is_scored_and_reported_on_its_own(tmp_path):
     for folder, label in (("sample_test", "REAL"), ("user_videos", "FAKE")):
         (tmp_path / folder).mkdir()
-        write_video(tmp_path / folder / "clip.mp4", n_frames=12)  # the same name in both: kept apart
+        close_up_video(tmp_path / folder / "clip.mp4", n_frames=12)  # the same name in both: kept apart
         entry = {"label": label} if label == "REAL" else {"label": "FAKE", "original": "x.mp4", "source": "user"}
         (tmp_path / folder / "metadata.json").write_text(json.dumps({"clip.mp4": entry}))
     (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: [sample_test, user_videos]\n"
@@ -91,7 +91,7 @@ def test_a_config_without_a_test_dir_is_a_one_line_error_naming_it(tmp_path):
 
 
 def test_detection_runs_while_the_model_loads_and_scores_match_a_loaded_scorer(tmp_path):
-    write_video(tmp_path / "face.mp4")
+    close_up_video(tmp_path / "face.mp4")
     model_path = save_tiny_model(tmp_path / "tiny.keras")
     faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
     background = engine.VideoScorer(model_path, faces_cfg, score_cfg).start_loading()
@@ -103,7 +103,7 @@ def test_detection_runs_while_the_model_loads_and_scores_match_a_loaded_scorer(t
 
 
 def test_a_corrupt_model_fails_when_its_scores_are_needed_not_silently(tmp_path):
-    write_video(tmp_path / "face.mp4")
+    close_up_video(tmp_path / "face.mp4")
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 not really a keras archive")
     scorer = engine.VideoScorer(corrupt, config.FacesConfig(), config.ScoreConfig()).start_loading()
@@ -122,7 +122,7 @@ def test_scorer_predictions_equal_keras_predict_for_any_batch_size(tmp_path):
 
 def test_a_corrupt_model_is_an_error_even_when_the_first_video_has_no_face(tmp_path):
     blank = tmp_path / "blank.mp4"
-    hostile.write_video(blank, hostile.background_frames(4, 64, 48))
+    write_video(blank, hostile.background_frames(4, 64, 48))
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 not really a keras archive")
     scorer = engine.VideoScorer(corrupt, config.FacesConfig(), config.ScoreConfig())
@@ -158,7 +158,7 @@ def test_which_model_file_scores_is_the_up_to_date_sidecar_else_keras_with_a_not
 def test_keras_and_onnx_give_the_same_face_scores_on_a_video(tmp_path):
     from dfhelpers import model
 
-    write_video(tmp_path / "face.mp4")
+    close_up_video(tmp_path / "face.mp4")
     keras_path = _save_srm_detector(tmp_path / "detector.keras")
     faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
     with_keras = engine.VideoScorer(keras_path, faces_cfg, score_cfg).load()

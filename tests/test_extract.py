@@ -7,7 +7,7 @@ import pytest
 
 from dfhelpers import extract, facedetect, selfblend, tracking, video
 from dfhelpers.config import FacesConfig
-from tests.test_faces import SMALL, folder_digest, middle_of_packet, write_video
+from videos import SMALL, face_video, folder_digest, middle_of_packet
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def detector() -> facedetect.FaceDetector:
 
 
 def test_extract_video_returns_crops_in_memory_and_writes_nothing(tmp_path, detector):
-    path = write_video(tmp_path / "fake_b.mp4", n_frames=12)
+    path = face_video(tmp_path / "fake_b.mp4", n_frames=12)
     before = folder_digest(tmp_path)
     result = extract.extract_video(path, SMALL, detector)
     assert result.status == "ok" and result.frames_read == 4
@@ -36,7 +36,7 @@ def decode_threads_alive() -> list[str]:
 
 
 def test_decoding_ahead_finds_the_faces_of_detecting_each_decoded_frame(tmp_path, detector):
-    path = write_video(tmp_path / "moving.mp4", n_frames=20)
+    path = face_video(tmp_path / "moving.mp4", n_frames=20)
     cfg = FacesConfig(frames_per_video=9, batch_size=2, workers=1)
     result = extract.extract_video(path, cfg, detector, decode_threads=2)
     frames = dict(video.read_frames(path, video.sample_indices(20, cfg)))
@@ -49,7 +49,7 @@ def test_decoding_ahead_finds_the_faces_of_detecting_each_decoded_frame(tmp_path
 
 
 def test_a_video_breaking_mid_stream_is_partial_with_the_frames_before_the_break(tmp_path, detector):
-    path = write_video(tmp_path / "broken.mp4", n_frames=30, faststart=True)
+    path = face_video(tmp_path / "broken.mp4", n_frames=30, faststart=True)
     path.write_bytes(path.read_bytes()[: middle_of_packet(path, 15)])
     result = extract.extract_video(path, FacesConfig(frames_per_video=30, batch_size=4, workers=1), detector)
     assert result.status.startswith("partial: ") and 0 < result.frames_read < 30
@@ -74,7 +74,7 @@ class FailingDetector:
 
 
 def test_an_error_while_detecting_stops_the_decode_thread_and_reaches_the_caller(tmp_path, detector):
-    path = write_video(tmp_path / "long.mp4", n_frames=40)
+    path = face_video(tmp_path / "long.mp4", n_frames=40)
     cfg = FacesConfig(frames_per_video=40, batch_size=2, workers=1)  # 20 batches: the decoder is far from done
     with pytest.raises(RuntimeError, match="batch 2"):
         extract.extract_video(path, cfg, FailingDetector(detector))

@@ -1,76 +1,19 @@
 import concurrent.futures
-import hashlib
 import json
 from pathlib import Path
 
-import av
 import cv2
-import matplotlib.cbook
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from facenet_pytorch.models.utils.detect_face import extract_face
 
-from dfhelpers import config, extract, facedetect, faces, jpeg, tracking
+from dfhelpers import extract, facedetect, faces, jpeg, tracking
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import ConfigError, StageOutputMissing
-
-SMALL = FacesConfig(frames_per_video=4, workers=1)  # in-process: no worker start-up in most tests
-
-
-def hopper() -> np.ndarray:
-    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-
-
-def face_frame(width: int = 320, height: int = 240, shift: int = 0, with_face: bool = True) -> np.ndarray:
-    """A smooth background with Grace Hopper's portrait (face ~65 px) moved `shift` px right."""
-    x_ramp = np.linspace(60, 160, width, dtype=np.float32)[None, :, None]
-    y_ramp = np.linspace(0, 60, height, dtype=np.float32)[:, None, None]
-    frame = np.clip(x_ramp + y_ramp + np.zeros((1, 1, 3), np.float32), 0, 255).astype(np.uint8)
-    if with_face:
-        portrait = cv2.resize(hopper(), None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA)
-        top, left = (height - portrait.shape[0]) // 2, 40 + shift
-        frame[top:top + portrait.shape[0], left:left + portrait.shape[1]] = portrait
-    return frame
-
-
-def write_video(path: Path, n_frames: int = 10, with_face: bool = True, faststart: bool = False) -> Path:
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream("libx264", rate=10, options={"preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for index in range(n_frames):
-            rgb = face_frame(shift=(4 * index) % 80, with_face=with_face)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def middle_of_packet(path: Path, packet_number: int) -> int:
-    """A byte offset inside the packet_number-th packet (decode order): cutting there breaks the stream."""
-    with av.open(str(path)) as container:
-        packets = [p for p in container.demux(video=0) if p.size]
-    return packets[packet_number].pos + packets[packet_number].size // 2
-
-
-def folder_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def make_cfg(tmp_path: Path, **faces_settings) -> config.Config:
-    settings = {**{"frames_per_video": 4, "workers": 1}, **faces_settings}
-    return config.from_dict({"work_dir": str(tmp_path / "run"), "data_dirs": [], "faces": settings}, base_dir=tmp_path)
-
-
-def video_table(folder: Path) -> pd.DataFrame:
-    paths = sorted(folder.glob("*.mp4"))
-    labels = ["FAKE" if "fake" in p.name else "REAL" for p in paths]
-    return pd.DataFrame({"video": [p.name for p in paths], "path": [str(p) for p in paths], "label": labels})
+from videos import (SMALL, face_frame, face_video, folder_digest, grace_hopper, make_cfg, middle_of_packet,
+                    video_table)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -91,8 +34,8 @@ def detector() -> facedetect.FaceDetector:
 def good_videos(tmp_path_factory) -> Path:
     """Two face videos (read-only for the tests)."""
     folder = tmp_path_factory.mktemp("good_videos")
-    write_video(folder / "real_a.mp4")
-    write_video(folder / "fake_b.mp4", n_frames=12)
+    face_video(folder / "real_a.mp4")
+    face_video(folder / "fake_b.mp4", n_frames=12)
     return folder
 
 
@@ -100,14 +43,14 @@ def good_videos(tmp_path_factory) -> Path:
 def mixed_videos(tmp_path_factory) -> Path:
     """Face videos plus every kind of bad input the stage must survive."""
     folder = tmp_path_factory.mktemp("mixed_videos")
-    write_video(folder / "real_ok.mp4")
-    write_video(folder / "fake_ok.mp4")
-    write_video(folder / "real_noface.mp4", with_face=False)
+    face_video(folder / "real_ok.mp4")
+    face_video(folder / "fake_ok.mp4")
+    face_video(folder / "real_noface.mp4", with_face=False)
     (folder / "fake_empty.mp4").write_bytes(b"")
     (folder / "real_text.mp4").write_text("this is a text file, not a video\n")
-    cut = write_video(folder / "fake_cut.mp4")  # index (moov) at the end: cut, it cannot be opened
+    cut = face_video(folder / "fake_cut.mp4")  # index (moov) at the end: cut, it cannot be opened
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
-    broken = write_video(folder / "real_broken.mp4", n_frames=30, faststart=True)  # index first: breaks mid-stream
+    broken = face_video(folder / "real_broken.mp4", n_frames=30, faststart=True)  # index first: breaks mid-stream
     broken.write_bytes(broken.read_bytes()[: middle_of_packet(broken, 15)])
     return folder
 
@@ -265,7 +208,7 @@ def test_a_run_folder_made_before_redetect_misses_existed_resumes_only_without_i
 
 def test_a_face_too_small_for_the_detection_copy_is_found_by_detecting_the_miss_again():
     frame = np.full((1080, 1920, 3), 90, np.uint8)
-    portrait = cv2.resize(hopper(), None, fx=0.12, fy=0.12, interpolation=cv2.INTER_AREA)  # face ~25 px wide
+    portrait = cv2.resize(grace_hopper(), None, fx=0.12, fy=0.12, interpolation=cv2.INTER_AREA)  # face ~25 px wide
     frame[500:500 + portrait.shape[0], 900:900 + portrait.shape[1]] = portrait
     found = {redetect: facedetect.FaceDetector(FacesConfig(redetect_misses=redetect)).detect([frame])[0]
              for redetect in (False, True)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 
 import hostile
-from test_run_all import write_notebook
+from videos import write_video
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def output_text(output: dict) -> str:
     return "\n".join(str(v) for v in output.get("data", {}).values() if isinstance(v, str))
 
 
-def test_run_all_and_its_kernels_print_no_start_up_noise_and_one_line_per_progress_bar(tmp_path):
+def test_run_all_and_its_kernels_print_no_start_up_noise_and_one_line_per_progress_bar(tmp_path, write_notebook):
     (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: [data]\n")
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -62,7 +62,7 @@ def test_run_all_and_its_kernels_print_no_start_up_noise_and_one_line_per_progre
 
 
 def test_dfdetect_prints_one_error_line_and_no_start_up_noise(tmp_path):
-    video = hostile.write_video(tmp_path / "clip.mp4", hostile.background_frames(4, 64, 48))
+    video = write_video(tmp_path / "clip.mp4", hostile.background_frames(4, 64, 48))
     model = tmp_path / "broken.keras"
     model.write_bytes(b"not a model")
     command = [str(Path(sys.executable).with_name("dfdetect")), "predict", str(video), "--model", str(model)]

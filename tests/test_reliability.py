@@ -20,7 +20,10 @@ import psutil
 import pytest
 
 import hostile
+from crops import write_square_run
 from dfhelpers import config, faces, metadata, video
+from processes import wait_until_gone
+from videos import grace_hopper, write_video
 
 pytestmark = pytest.mark.reliability
 PROJECT = Path(__file__).resolve().parents[1]
@@ -32,13 +35,13 @@ WIDTH, HEIGHT, FPS = 320, 240, 15
 
 def good_videos(folder: Path, n_groups: int, n_frames: int = 16) -> dict:
     """n_groups REAL face videos and one FAKE per REAL (a face region recoloured and blurred)."""
-    face = hostile.grace_hopper()
+    face = grace_hopper()
     entries = {}
     for group in range(n_groups):
         frames = hostile.face_frames(face, n_frames, WIDTH, HEIGHT, seed=group)
-        hostile.write_video(folder / f"real{group}.mp4", frames, FPS)
+        write_video(folder / f"real{group}.mp4", frames, FPS)
         fakes = [_manipulate(frame) for frame in frames]
-        hostile.write_video(folder / f"fake{group}.mp4", fakes, FPS)
+        write_video(folder / f"fake{group}.mp4", fakes, FPS)
         entries[f"real{group}.mp4"] = {"label": "REAL", "original": None}
         entries[f"fake{group}.mp4"] = {"label": "FAKE", "original": f"real{group}.mp4"}
     return entries
@@ -48,16 +51,16 @@ def bad_videos(folder: Path, source: Path) -> dict:
     """Hostile files (empty, truncated, streamable, ...), each labelled REAL so metadata stays valid."""
     (folder / "zero_bytes.mp4").write_bytes(b"")
     hostile.truncated_copy(source, folder / "truncated.mp4", keep=0.4)  # its index was written last
-    face = hostile.grace_hopper()
-    streamable = hostile.write_video(folder.parent / "streamable.mp4", hostile.face_frames(face, 45, WIDTH, HEIGHT),
+    face = grace_hopper()
+    streamable = write_video(folder.parent / "streamable.mp4", hostile.face_frames(face, 45, WIDTH, HEIGHT),
                                      FPS, index_first=True)
     hostile.truncated_copy(streamable, folder / "cut_short.mp4", keep=0.6)  # opens, breaks after a few frames
     streamable.unlink()
     (folder / "random_bytes.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
-    hostile.write_video(folder / "no_face.mp4", hostile.background_frames(12, WIDTH, HEIGHT), FPS)
-    hostile.write_video(folder / "one_frame.mp4", hostile.face_frames(face, 1, WIDTH, HEIGHT), FPS)
-    hostile.write_video(folder / "portrait.mp4", hostile.face_frames(face, 12, 180, 320), FPS)
-    hostile.write_video(folder / "hevc.mov", hostile.face_frames(face, 12, WIDTH, HEIGHT), FPS, codec="libx265")
+    write_video(folder / "no_face.mp4", hostile.background_frames(12, WIDTH, HEIGHT), FPS)
+    write_video(folder / "one_frame.mp4", hostile.face_frames(face, 1, WIDTH, HEIGHT), FPS)
+    write_video(folder / "portrait.mp4", hostile.face_frames(face, 12, 180, 320), FPS)
+    write_video(folder / "hevc.mov", hostile.face_frames(face, 12, WIDTH, HEIGHT), FPS, codec="libx265")
     names = ["zero_bytes.mp4", "truncated.mp4", "cut_short.mp4", "random_bytes.mp4", "no_face.mp4",
              "one_frame.mp4", "portrait.mp4", "hevc.mov"]
     return {name: {"label": "REAL", "original": None} for name in names}
@@ -145,7 +148,7 @@ def test_malformed_metadata_stops_the_run_at_notebook_01_naming_file_and_entry(t
 def test_a_folder_where_a_video_should_be_gets_a_status_and_the_others_are_cropped(tmp_path):
     folder = tmp_path / "videos"
     folder.mkdir()
-    hostile.write_video(folder / "good.mp4", hostile.face_frames(hostile.grace_hopper(), 8, WIDTH, HEIGHT), FPS)
+    write_video(folder / "good.mp4", hostile.face_frames(grace_hopper(), 8, WIDTH, HEIGHT), FPS)
     (folder / "folder.mp4").mkdir()  # unlike file permissions, this stops root too
     cfg = config.from_dict({"work_dir": "run", "data_dirs": ["videos"], "faces": {"workers": 1}}, tmp_path)
     statuses = faces.run_stage(cfg, metadata.list_videos(folder).assign(label="REAL")).set_index("video")
@@ -155,7 +158,7 @@ def test_a_folder_where_a_video_should_be_gets_a_status_and_the_others_are_cropp
 
 def test_a_very_long_video_streams_in_bounded_memory(tmp_path):
     frames = hostile.background_frames(30, WIDTH, HEIGHT)
-    path = hostile.write_video(tmp_path / "long.mp4", [frames[i % 30] for i in range(1500)], FPS)
+    path = write_video(tmp_path / "long.mp4", [frames[i % 30] for i in range(1500)], FPS)
     whole_video_mb = 1500 * WIDTH * HEIGHT * 3 / 2**20
     tracemalloc.start()
     n_read = sum(1 for _ in video.read_frames(path, list(range(0, 1500))))
@@ -246,8 +249,6 @@ def test_face_stage_killed_mid_stage_resumes_to_the_same_manifest(corpus, clean_
 
 def test_run_all_killed_mid_stage_leaves_no_process_and_resumes(corpus, clean_crop_run):
     """SIGKILL of the runner alone: its kernel and the kernel's pool workers must follow it."""
-    from test_workers import wait_until_gone
-
     cfg_path = write_config(corpus, "killed_run_all", faces={"workers": 2, "frames_per_video": 8})
     cfg = config.load(cfg_path)
     command = [sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)]
@@ -314,9 +315,7 @@ train.fit(config.from_dict(raw, base_dir=config.Path(sys.argv[1])), progress=Fal
 
 
 def test_training_killed_after_an_epoch_resumes_at_the_next_one(tmp_path):
-    from test_train import _write_run
-
-    _write_run(tmp_path)
+    write_square_run(tmp_path, 24)  # the crop size FIT trains on
     history = tmp_path / "models" / "tiny.history.csv"
     process = subprocess.Popen([sys.executable, "-c", FIT, str(tmp_path), "30"], start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -2,23 +2,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def write_notebook(path: Path, *sources: str) -> None:
-    notebook = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('config_path = "unset"\noverrides = {}')
-    params.metadata["tags"] = ["parameters"]
-    notebook.cells = [params, *(nbformat.v4.new_code_cell(s) for s in sources)]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, path)
-
-
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, write_notebook):
     (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: [data]\n")
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

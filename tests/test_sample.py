@@ -47,15 +47,6 @@ generation.ensure(config.from_dict(json.loads(sys.argv[1]), base_dir=Path(sys.ar
 """
 
 
-@pytest.fixture(scope="module")
-def default_sample(tmp_path_factory) -> Path:
-    """The default small sample (configs/sample.yaml holds out 2 identities, not 3), generated once per session
-    (test_sample_shortcuts.py asks for the same folder; generate() leaves a complete one alone)."""
-    out_dir = tmp_path_factory.getbasetemp() / "default_sample"
-    sample.generate(out_dir, SampleConfig(enabled=True))
-    return out_dir
-
-
 def _metadata(out_dir: Path) -> dict[str, dict]:
     return {folder.name: json.loads((folder / "metadata.json").read_text())
             for folder in sorted(out_dir.iterdir()) if folder.is_dir()}

@@ -21,14 +21,6 @@ from dfhelpers.config import SampleConfig
 
 
 @pytest.fixture(scope="module")
-def default_sample(tmp_path_factory) -> Path:
-    """The default small sample, shared with test_sample.py (generate() leaves a complete one alone)."""
-    out_dir = tmp_path_factory.getbasetemp() / "default_sample"
-    sample.generate(out_dir, SampleConfig(enabled=True))
-    return out_dir
-
-
-@pytest.fixture(scope="module")
 def video_statistics(default_sample) -> pd.DataFrame:
     """One row per video: label, original, split group, and statistics that read no face."""
     persons = pd.read_csv(default_sample / "persons.csv").set_index("video")

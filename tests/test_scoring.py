@@ -1,6 +1,5 @@
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -323,44 +322,3 @@ def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predicti
     import matplotlib.image
 
     assert matplotlib.image.imread(saved[0]).shape[1] > 600
-
-
-# --- scoring real videos (MTCNN + a tiny model saved per the model contract) -------------
-
-
-def write_video(path, n_frames=16, with_face=True, size=(320, 240), fps=15):
-    """A short H.264 video of Grace Hopper's photo sliding sideways (or a blank grey one)."""
-    import av
-    import cv2
-    import matplotlib
-    import matplotlib.image
-
-    face = matplotlib.image.imread(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
-    width, height = size
-    face = cv2.resize(face, (int(face.shape[1] * height / face.shape[0]), height))
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(n_frames):
-            canvas = np.full((height, width, 3), 90, dtype=np.uint8)
-            if with_face:
-                left = 20 + 3 * index
-                canvas[:, left:left + face.shape[1]] = face[:, : width - left]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def save_tiny_model(path, crop_size=160):
-    """Crops (N, crop_size, crop_size, 3) 0..255 -> (N, 1) P(FAKE), deterministic weights."""
-    import keras
-
-    crops = keras.Input((crop_size, crop_size, 3))
-    mean_colour = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(crops))
-    fake_probability = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="ones",
-                                          bias_initializer=keras.initializers.Constant(-1.5))(mean_colour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keras.Model(crops, fake_probability).save(path)
-    return path

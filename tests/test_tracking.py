@@ -8,7 +8,7 @@ import pytest
 from dfhelpers import facedetect, faces, tracking
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import ConfigError
-from tests.test_faces import face_frame, make_cfg, video_table, write_video
+from videos import face_frame, face_video, make_cfg, video_table
 
 CFG = FacesConfig(workers=1)
 
@@ -156,7 +156,7 @@ def test_detect_every_below_1_is_refused_naming_the_setting():
 def test_a_run_folder_made_before_detect_every_existed_resumes_only_detecting_every_frame(tmp_path):
     folder = tmp_path / "videos"
     folder.mkdir()
-    write_video(folder / "real_a.mp4")
+    face_video(folder / "real_a.mp4")
     cfg = make_cfg(tmp_path, detect_every=1)
     faces.run_stage(cfg, video_table(folder))
     settings_path = cfg.faces_dir / faces.SETTINGS_FILE

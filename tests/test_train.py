@@ -7,7 +7,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 import crops
 from dfhelpers import config, model, train
@@ -40,17 +39,6 @@ class _EpochsStarted(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
-def _write_run(work_dir: Path, n_per_video: int = 4) -> None:
-    """Two identities per split, one REAL and one FAKE video each; FAKE crops carry a bright square."""
-    def pixels(rng, label):
-        noise = rng.integers(0, 120, (CROP_SIZE, CROP_SIZE, 3)).astype("uint8")
-        if label == "FAKE":
-            noise[8:16, 8:16] = 250
-        return noise
-
-    crops.write_run(work_dir, n_per_video, pixels)
-
-
 def _config(work_dir: Path, **train_options: object) -> config.Config:
     options = {"model_name": "tiny", "image_size": CROP_SIZE, "cnn_filters": [4, 8], "head": "pool",
                "batch_size": 8, "epochs": 2, "rotation": 0.0, **train_options}
@@ -60,7 +48,7 @@ def _config(work_dir: Path, **train_options: object) -> config.Config:
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
-    _write_run(tmp_path)
+    crops.write_square_run(tmp_path, CROP_SIZE)
     return tmp_path
 
 
@@ -133,7 +121,7 @@ def test_evaluate_writes_frame_level_test_metrics(run_dir):
 
 
 def test_training_on_separable_crops_separates_the_test_identities(tmp_path):
-    _write_run(tmp_path, n_per_video=12)
+    crops.write_square_run(tmp_path, CROP_SIZE, n_per_video=12)
     cfg = _config(tmp_path, epochs=6, learning_rate=1.0e-2, batch_size=16)
     train.fit(cfg, progress=False)
     metrics = train.evaluate(cfg)

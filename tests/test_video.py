@@ -10,24 +10,19 @@ import pytest
 from dfhelpers import video
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import VideoReadError
+from videos import VERYFAST, write_video
 
 
-def write_video(path: Path, n_frames: int, size: tuple[int, int] = (96, 64), faststart: bool = False) -> Path:
+def stripes_video(path: Path, n_frames: int, size: tuple[int, int] = (96, 64), faststart: bool = False) -> Path:
     """H.264 with B-frames (x264 defaults), every frame different so that indices can be checked."""
     width, height = size
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream("libx264", rate=15, options={"preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(n_frames):
-            rgb = np.zeros((height, width, 3), np.uint8)
-            rgb[:, : (index * 3) % width] = (200, 40, 40)
-            rgb[(index * 5) % height:, :, 2] = 180
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = []
+    for index in range(n_frames):
+        rgb = np.zeros((height, width, 3), np.uint8)
+        rgb[:, : (index * 3) % width] = (200, 40, 40)
+        rgb[(index * 5) % height:, :, 2] = 180
+        frames.append(rgb)
+    return write_video(path, frames, fps=15, index_first=faststart, codec_options=VERYFAST)
 
 
 def decode_everything(path: Path) -> list[np.ndarray]:
@@ -37,7 +32,7 @@ def decode_everything(path: Path) -> list[np.ndarray]:
 
 @pytest.fixture
 def clip(tmp_path) -> Path:
-    return write_video(tmp_path / "clip.mp4", n_frames=45)
+    return stripes_video(tmp_path / "clip.mp4", n_frames=45)
 
 
 def test_even_sampling_spreads_frames_from_first_to_last():
@@ -93,14 +88,14 @@ def test_a_missing_file_raises_video_read_error(tmp_path):
 
 
 def test_an_mp4_cut_before_its_index_cannot_be_opened(tmp_path):
-    path = write_video(tmp_path / "cut.mp4", n_frames=30)  # x264 in mp4: the index (moov) is at the end
+    path = stripes_video(tmp_path / "cut.mp4", n_frames=30)  # x264 in mp4: the index (moov) is at the end
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(VideoReadError, match="cut.mp4"):
         video.probe(path)
 
 
 def test_frames_before_a_mid_stream_break_are_still_yielded(tmp_path):
-    path = write_video(tmp_path / "cut.mp4", n_frames=60, faststart=True)  # index first, data after
+    path = stripes_video(tmp_path / "cut.mp4", n_frames=60, faststart=True)  # index first, data after
     reference = decode_everything(path)
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
     received = []
@@ -189,7 +184,7 @@ def test_read_frames_gives_the_frames_of_straight_decoding_for_every_codec(tmp_p
 
 
 def test_two_decoder_threads_still_yield_the_frames_before_a_mid_stream_break(tmp_path):
-    path = write_video(tmp_path / "cut.mp4", n_frames=60, faststart=True)
+    path = stripes_video(tmp_path / "cut.mp4", n_frames=60, faststart=True)
     reference = decode_everything(path)
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
     received = []

@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
+
+from processes import alive, wait_until_gone
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -43,18 +43,6 @@ if __name__ == "__main__":
     print("workers", *sorted(pids), flush=True)
     time.sleep(600)
 """
-
-
-def alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-
-
-def wait_until_gone(pids: list[int], seconds: float = 30.0) -> list[int]:
-    """The pids still alive after up to `seconds` (polled; not a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    while alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive(pids)
 
 
 @pytest.mark.parametrize("mechanism", ["signal", "watch_thread"])
