@@ -1,4 +1,4 @@
-"""Balancing, identity groups, the group-level split and its leakage check (dfhelpers.dataset)."""
+"""Balancing, identity groups, the group-level split and its leakage check (dfhelpers.dataset, .grouping)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from dfhelpers import dataset, runfolder
+from dfhelpers import dataset, grouping, runfolder
 from dfhelpers.config import SplitConfig
 from dfhelpers.errors import LeakageError, SplitError, StageOutputMissing
 
@@ -40,7 +40,7 @@ def make_crops(videos: pd.DataFrame, frames_per_video: int = 10, faces_per_frame
 
 
 def labelled(videos: pd.DataFrame, crops: pd.DataFrame, group_by: str = "original") -> pd.DataFrame:
-    return dataset.attach_videos(crops, dataset.assign_groups(videos, group_by))
+    return dataset.attach_videos(crops, grouping.assign_groups(videos, group_by))
 
 
 def counts_per_group(crops: pd.DataFrame) -> pd.DataFrame:
@@ -149,13 +149,13 @@ def test_max_crops_per_video_keeps_evenly_spaced_frames(videos, crops):
 def test_fake_whose_original_is_absent_forms_a_group_named_after_the_original(videos):
     orphan = pd.DataFrame([{"video": "lost_fake.mp4", "path": "/data/x/lost_fake.mp4", "label": "FAKE",
                             "original": "never_seen.mp4", "person": ""}])
-    groups = dataset.assign_groups(pd.concat([videos, orphan], ignore_index=True), "original")
+    groups = grouping.assign_groups(pd.concat([videos, orphan], ignore_index=True), "original")
     assert groups.set_index("video").at["lost_fake.mp4", "group"] == "never_seen.mp4"
 
 
 def test_group_by_person_uses_the_person_column(videos):
     merged = videos.assign(person=videos["person"].replace({"P1": "P0"}))
-    groups = dataset.assign_groups(merged, "person").set_index("video")["group"]
+    groups = grouping.assign_groups(merged, "person").set_index("video")["group"]
     assert groups["real1.mp4"] == groups["fake1_2.mp4"] == groups["real0.mp4"] == "P0"
     assert groups.nunique() == 7
 
@@ -164,7 +164,7 @@ def test_group_by_person_gives_a_fake_without_person_its_originals_person(videos
     only_reals_listed = videos.assign(person=videos["person"].where(videos["label"] == "REAL", ""))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing falls back, so nothing to warn about
-        groups = dataset.assign_groups(only_reals_listed, "person").set_index("video")["group"]
+        groups = grouping.assign_groups(only_reals_listed, "person").set_index("video")["group"]
     assert groups["fake2_0.mp4"] == "P2"
 
 
@@ -172,22 +172,22 @@ def test_group_by_person_joins_persons_when_a_fake_and_its_original_differ(video
     swapped = videos.copy()
     swapped.loc[swapped["video"] == "fake0_0.mp4", "person"] = "P5"  # the face donor, not the original's person
     with pytest.warns(UserWarning, match="joined"):
-        groups = dataset.assign_groups(swapped, "person").set_index("video")["group"]
+        groups = grouping.assign_groups(swapped, "person").set_index("video")["group"]
     assert groups["real0.mp4"] == groups["real5.mp4"] == "P0"
 
 
 def test_group_by_person_without_any_person_is_an_error(videos):
     with pytest.raises(SplitError, match="persons_csv"):
-        dataset.assign_groups(videos.assign(person=""), "person")
+        grouping.assign_groups(videos.assign(person=""), "person")
 
 
 def test_group_by_folder_uses_the_parent_folder(videos):
-    groups = dataset.assign_groups(videos, "folder").set_index("video")["group"]
+    groups = grouping.assign_groups(videos, "folder").set_index("video")["group"]
     assert groups["fake4_1.mp4"] == groups["real4.mp4"] == "person4"
 
 
 def test_group_table_reports_videos_and_crops_per_group(videos, crops):
-    table = dataset.group_table(dataset.build_split(videos, crops, SplitConfig(group_by="folder")))
+    table = grouping.group_table(dataset.build_split(videos, crops, SplitConfig(group_by="folder")))
     assert len(table) == 8
     assert (table["videos"] == 4).all() and (table["crops"] == 20).all()
 
@@ -221,7 +221,7 @@ def test_adversarial_groups_do_not_leak(videos, crops):
     with pytest.warns(UserWarning):  # the FAKE-only and REAL-only groups are reported
         split = dataset.build_split(all_videos, all_crops, SplitConfig(balance="none", drop_groups_without_real=False,
                                                                        test_fraction=0.3, val_fraction=0.3))
-    dataset.check_leakage(split)
+    grouping.check_leakage(split)
     assert split.loc[split["video"] == "fake0_extra.mp4", "split"].iloc[0] == \
         split.loc[split["video"] == "real0.mp4", "split"].iloc[0]
 
@@ -245,7 +245,7 @@ def test_check_leakage_raises_on_a_video_in_two_splits(videos, crops):
     leaked = split.copy()
     leaked.loc[leaked.index[(leaked["video"] == test_video)][:1], "split"] = "train"
     with pytest.raises(LeakageError, match="train/test"):
-        dataset.check_leakage(leaked)
+        grouping.check_leakage(leaked)
 
 
 def test_check_leakage_raises_when_a_fake_and_its_original_are_split_apart(videos, crops):
@@ -254,7 +254,7 @@ def test_check_leakage_raises_when_a_fake_and_its_original_are_split_apart(video
     leaked = split.assign(group=split["group"].mask(split["video"] == fake, "elsewhere"),
                           split=split["split"].mask(split["video"] == fake, "train"))
     with pytest.raises(LeakageError, match="original"):
-        dataset.check_leakage(leaked)
+        grouping.check_leakage(leaked)
 
 
 def test_frame_level_val_reproduces_the_original_11_percent_rule(videos):
@@ -270,9 +270,9 @@ def test_frame_level_val_reproduces_the_original_11_percent_rule(videos):
 def test_frame_level_val_fails_the_strict_leakage_check(videos, crops):
     with pytest.warns(UserWarning, match="leak"):
         split = dataset.build_split(videos, crops, SplitConfig(frame_level_val=True))
-    dataset.check_leakage(split, frame_level_val=True)
+    grouping.check_leakage(split, frame_level_val=True)
     with pytest.raises(LeakageError, match="train/val"):
-        dataset.check_leakage(split)
+        grouping.check_leakage(split)
 
 
 def test_more_test_groups_than_exist_is_a_split_error(videos, crops):
