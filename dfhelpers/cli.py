@@ -112,7 +112,7 @@ def _print_preamble(bad_inputs: list[tuple[str, str]], as_json: bool, width: int
 
 def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optional[str] = None,
              progress: bool = True) -> int:
-    """Score and measure each labelled folder on its own (engine.evaluate_each); print its metrics table.
+    """Score and measure each labelled folder on its own (evaluation.evaluate_each); print its metrics table.
 
     Writes out/<folder>/predictions.csv, frame_scores.csv, metrics.json, submission.csv and
     figures/ (two folders of one name: out/<name>/ and out/<name>-2/); face scores are cached in
@@ -121,16 +121,16 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
     Raises:
         MetadataError: a folder has no (valid) metadata.json. ModelLoadError: the model is missing.
     """
-    from dfhelpers import engine, runfolder, scoring
+    from dfhelpers import evaluation, runfolder, scoring
     from dfhelpers.errors import ModelLoadError
 
     faces_cfg, score_cfg = _settings(config_path)
     if not model_path.is_file():
         raise ModelLoadError(f"{model_path}: model file not found; pass a .keras file saved by notebook 04")
-    evaluations = engine.evaluate_each(folders, model_path, faces_cfg, score_cfg, out, labelled=True,
-                                       progress=progress, before_scoring=_load_quietly)
+    evaluations = evaluation.evaluate_each(folders, model_path, faces_cfg, score_cfg, out, labelled=True,
+                                           progress=progress, before_scoring=_load_quietly)
     for name, result in evaluations:
-        figures = engine.evaluation_figures(result["predictions"], result["metrics"], score_cfg.threshold)
+        figures = evaluation.evaluation_figures(result["predictions"], result["metrics"], score_cfg.threshold)
         scoring.save_figures(figures, result["reports_dir"] / runfolder.FIGURES_DIR)
         print(_report(name, result["metrics"], result["reports_dir"]), flush=True)
     return EXIT_OK
@@ -322,13 +322,13 @@ def _frames_output(frames_to: Optional[str]) -> Iterator[Any]:
 
 def _explain(scored: Any, row: dict[str, Any], scorer: Any, out_dir: Path) -> Path:
     """OUT_DIR/<video stem>.png: crops of the track that decided, their heatmaps and face scores."""
-    from dfhelpers import engine, explain, scoring
+    from dfhelpers import evaluation, explain, scoring
 
     title = f"{scored.video}: {row['verdict']} ({row['score']:.3f})"
     with _native_stderr_captured():  # Grad-CAM needs Keras: loaded now when the scores came from ONNX
         keras_model = scorer.model
     explained = explain.explain_video(keras_model, scored.crops, scored.faces, row["track"], title)
-    return scoring.save_figures({Path(scored.video).stem: engine.explanation_figure([explained])}, out_dir)[0]
+    return scoring.save_figures({Path(scored.video).stem: evaluation.explanation_figure([explained])}, out_dir)[0]
 
 
 def _report(name: str, metrics: dict[str, Any], folder: Path) -> str:

@@ -12,15 +12,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfhelpers import files, metadata, onnxfile, runfolder, scoring
-from dfhelpers.config import Config, FacesConfig, ScoreConfig
-from dfhelpers.errors import ConfigError, DfdetectError, ModelLoadError
+from dfhelpers import files, onnxfile
+from dfhelpers.config import FacesConfig, ScoreConfig
+from dfhelpers.errors import DfdetectError, ModelLoadError
 from dfhelpers.scoring import FACE_COLUMNS, predictions_from_faces
 
 CACHE_VERSION = 2  # bump when the cached per-video record changes shape (2: face boxes)
@@ -331,79 +331,6 @@ def score_table(videos: pd.DataFrame, scorer: VideoScorer, cache: Optional[Score
     return predictions_from_faces(videos, faces, statuses, scorer.score_cfg), faces[FACE_COLUMNS]
 
 
-def evaluate_folders(cfg: Config, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Score and measure every test folder of a config, each on its own (cross-dataset runs).
-
-    Returns {folder name: {"predictions", "faces", "metrics", "reports_dir"}} (see evaluate_each);
-    each folder's report files go to reports/ for the first (test_dir), reports/<name>/ after.
-
-    Raises:
-        ConfigError: the config names no test_dir. ModelLoadError: cfg.model_path is missing.
-    """
-    if not cfg.test_dirs:
-        raise ConfigError(f"{cfg.source or 'the config'}: no test_dir, so there is nothing to score: "
-                          "set test_dir to a folder of videos (with a metadata.json to measure them)")
-    _check_trained(cfg)
-    return dict(evaluate_each(cfg.test_dirs, cfg.model_path, cfg.faces, cfg.score, cfg.reports_dir,
-                              first_in_out_dir=True, crops_dir=_crops_dir(cfg), work_dir=cfg.work_dir,
-                              progress=progress))
-
-
-def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_cfg: FacesConfig,
-                  score_cfg: ScoreConfig, out_dir: Path, *, labelled: bool = False,
-                  first_in_out_dir: bool = False, crops_dir: Optional[Path] = None,
-                  work_dir: Optional[Path] = None, progress: bool = True,
-                  before_scoring: Optional[Callable[[VideoScorer], None]] = None,
-                  ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Score and measure each folder of videos on its own, writing its report files before yielding it.
-
-    Every folder is listed before any is scored, so a bad one stops the run at once: with `labelled`
-    each needs its metadata.json (metadata.read_part), else a folder without one is scored
-    unlabelled (metadata.list_videos). One scorer serves every folder; face scores are cached in
-    out_dir/score_cache/ (the scored crops saved in crops_dir, relative to work_dir, when given).
-    A folder's reports (scoring.write_evaluation) go to out_dir/<name>/, or to out_dir itself for
-    the first when `first_in_out_dir`; folders of one name are reported as name, name-2, ...
-    `before_scoring(scorer)` runs before a folder with videos not in the cache is scored.
-
-    Yields:
-        (name, {"predictions", "faces", "metrics", "reports_dir"}) per folder, in the given order.
-    Raises:
-        MetadataError: a folder is missing, or (`labelled`) has no valid metadata.json.
-    """
-    read = metadata.read_part if labelled else metadata.list_videos
-    tables = [(Path(folder).name, read(Path(folder))) for folder in folders]
-    cache = ScoreCache.for_model(Path(out_dir) / runfolder.SCORE_CACHE_DIR, model_path, faces_cfg,
-                                 crops_dir=crops_dir, work_dir=work_dir)
-    scorer = VideoScorer(model_path, faces_cfg, score_cfg)  # loads only when a video is not cached
-    reports_dirs: dict[str, Path] = {}
-    for folder_name, videos in tables:
-        if before_scoring is not None and any(cache.load(path) is None for path in videos["path"]):
-            before_scoring(scorer)
-        predictions, faces = score_table(videos, scorer, cache, progress=progress)
-        metrics = scoring.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=score_cfg.bootstrap,
-                                   seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
-        name = _unique_name(folder_name, reports_dirs)
-        reports_dir = Path(out_dir) if first_in_out_dir and not reports_dirs else Path(out_dir) / name
-        reports_dirs[name] = reports_dir
-        scoring.write_evaluation(predictions, faces, metrics, reports_dir)
-        yield name, {"predictions": predictions, "faces": faces, "metrics": metrics, "reports_dir": reports_dir}
-
-
-def evaluation_figures(predictions: pd.DataFrame, metrics: dict[str, Any], threshold: float) -> dict[str, Any]:
-    """An evaluated folder's figures by file name: ROC, confusion matrix, video scores by true label."""
-    from dfhelpers import plots  # matplotlib: imported when figures are drawn, not to score
-
-    return {"roc": plots.video_roc(predictions), "confusion": plots.video_confusion(metrics["confusion"]),
-            "score_histogram": plots.video_score_histogram(predictions, threshold)}
-
-
-def explanation_figure(explained: list[dict[str, Any]]) -> Any:
-    """Heatmap strips of explained videos (explain.explain_video's dicts), named by the first one's method."""
-    from dfhelpers import plots
-
-    return plots.explanation_strips(explained, explained[0]["method"] if explained else "gradcam")
-
-
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes (the model's identity for the cache)."""
     return files.sha256(path)
@@ -417,8 +344,8 @@ def settings_digest(faces_cfg: FacesConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
 
 
-
 # --- private helpers -------------------------------------------------------------------
+
 
 def _check_input_size(detector: Any, model_path: Path, crop_size: int) -> Any:
     """The model, if it follows the model contract for crop_size crops; else a ModelLoadError."""
@@ -430,6 +357,8 @@ def _check_input_size(detector: Any, model_path: Path, crop_size: int) -> Any:
         raise ModelLoadError(f"{model_path}: the model outputs {detector.output_shape}, not (N, 1) P(FAKE); "
                              "save a detector built by dfhelpers.model")
     return detector
+
+
 def _traced_forward(classifier: Any, crop_size: int) -> Callable[[np.ndarray], Any]:
     """The model's inference pass for any batch size, traced now, not inside the first videos.
 
@@ -472,21 +401,3 @@ def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoSco
 def _failed(path: Path, status: str) -> ScoredVideo:
     return ScoredVideo(path.name, str(path), status, 0, pd.DataFrame(columns=FACE_COLUMNS),
                        np.zeros((0, 0, 0, 3), dtype=np.uint8), 0.0)
-
-
-def _check_trained(cfg: Config) -> None:
-    if not Path(cfg.model_path).is_file():
-        raise ModelLoadError(f"{cfg.model_path}: model file not found; run notebooks/04_train.ipynb first")
-
-
-def _crops_dir(cfg: Config) -> Optional[Path]:
-    """Where a config's scored crops are saved (for the timeline plots), or None when they are not."""
-    return cfg.test_faces_dir if cfg.score.save_crops else None
-
-
-def _unique_name(name: str, taken: dict[str, Any]) -> str:
-    """`name`, or name-2, name-3 ... when two test folders share a name."""
-    candidate, suffix = name, 2
-    while candidate in taken:
-        candidate, suffix = f"{name}-{suffix}", suffix + 1
-    return candidate

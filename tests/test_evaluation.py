@@ -1,0 +1,89 @@
+"""Test folders scored and measured (dfhelpers.evaluation) on tiny real videos (MTCNN) and a tiny model:
+a row and a status per video, no rescoring, report files, one report per folder."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfhelpers import config, evaluation, metadata, runfolder, scoring
+from dfhelpers.errors import ConfigError
+from videos import close_up_video, save_tiny_model
+
+
+@pytest.fixture
+def scored_run(tmp_path):
+    test_dir = tmp_path / "test_videos"
+    test_dir.mkdir()
+    close_up_video(test_dir / "face.mp4")
+    close_up_video(test_dir / "blank.mp4", n_frames=6, with_face=False)
+    (test_dir / "broken.mp4").write_bytes(b"this is not a video")
+    (test_dir / "metadata.json").write_text(json.dumps({
+        "face.mp4": {"label": "FAKE", "original": "blank.mp4"}, "blank.mp4": {"label": "REAL"},
+        "broken.mp4": {"label": "REAL"}}))
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: test_videos\nscore: {bootstrap: 0}\n")
+    cfg = config.load(tmp_path / "run.yaml")
+    save_tiny_model(cfg.model_path)
+    [result] = evaluation.evaluate_folders(cfg, progress=False).values()
+    return cfg, metadata.list_videos(cfg.test_dir), (result["predictions"], result["faces"])
+
+
+def test_scoring_gives_every_video_a_row_and_broken_ones_a_status(scored_run):
+    cfg, videos, (predictions, faces) = scored_run
+    by_video = predictions.set_index("video")
+    assert by_video.loc["face.mp4", "status"] == "ok" and by_video.loc["face.mp4", "n_faces"] == 16
+    assert by_video.loc["blank.mp4", "status"].startswith("no_face") and by_video.loc["blank.mp4", "score"] == 0.5
+    assert by_video.loc["broken.mp4", "status"].startswith("unreadable: ")
+    assert set(faces["video"]) == {"face.mp4"} and faces["score"].between(0, 1).all()
+    assert by_video.loc["face.mp4", "score"] == pytest.approx(
+        np.clip(np.mean(np.sort(faces["score"].to_numpy())[5:-5]), 0.01, 0.99))
+    assert by_video.loc["blank.mp4", "verdict"] == "not judged (no_face)"
+    assert by_video.loc["broken.mp4", "verdict"] == "not judged (unreadable)"
+    assert by_video.loc["face.mp4", "verdict"] in ("REAL", "FAKE")
+
+
+def test_a_rerun_with_the_same_model_does_not_rescore(scored_run):
+    cfg, videos, (predictions, faces) = scored_run
+    entries = sorted((cfg.reports_dir / runfolder.SCORE_CACHE_DIR).rglob("*.json"))
+    stamps = [entry.stat().st_mtime_ns for entry in entries]
+    [again_result] = evaluation.evaluate_folders(cfg, progress=False).values()
+    again, again_faces = again_result["predictions"], again_result["faces"]
+    assert len(entries) == 3 and [entry.stat().st_mtime_ns for entry in entries] == stamps
+    pd.testing.assert_frame_equal(again, predictions)
+    pd.testing.assert_series_equal(again_faces["score"], faces["score"])
+
+
+def test_reports_and_timeline_crops_from_a_scored_run(scored_run):
+    cfg, videos, (predictions, faces) = scored_run
+    assert pd.read_csv(cfg.submission_csv)["filename"].tolist() == videos["video"].tolist()
+    assert set(json.loads(cfg.metrics_json.read_text())) >= {"auc", "log_loss", "accuracy", "n_videos", "n_no_face"}
+    crops = scoring.timeline_crops(faces, predictions[predictions["video"] == "face.mp4"], cfg.work_dir)
+    assert len(crops["face.mp4"]) == 6 and crops["face.mp4"][0][1].shape[:2] == (160, 160)
+
+
+def test_each_test_folder_of_a_config_is_scored_and_reported_on_its_own(tmp_path):
+    for folder, label in (("sample_test", "REAL"), ("user_videos", "FAKE")):
+        (tmp_path / folder).mkdir()
+        close_up_video(tmp_path / folder / "clip.mp4", n_frames=12)  # the same name in both: kept apart
+        entry = {"label": label} if label == "REAL" else {"label": "FAKE", "original": "x.mp4", "source": "user"}
+        (tmp_path / folder / "metadata.json").write_text(json.dumps({"clip.mp4": entry}))
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\ntest_dir: [sample_test, user_videos]\n"
+                                       "score: {min_faces: 4, trim: 1, bootstrap: 20}\n")
+    cfg = config.load(tmp_path / "run.yaml")
+    save_tiny_model(cfg.model_path)
+    results = evaluation.evaluate_folders(cfg, progress=False)
+    assert cfg.test_dir == tmp_path / "sample_test" and list(results) == ["sample_test", "user_videos"]
+    assert results["sample_test"]["predictions"]["label"].tolist() == ["REAL"]
+    assert results["user_videos"]["predictions"]["source"].tolist() == ["user"]
+    assert json.loads(cfg.metrics_json.read_text())["label_counts"]["REAL"] == 1
+    second = json.loads((cfg.reports_dir / "user_videos" / "metrics.json").read_text())
+    assert second["label_counts"]["FAKE"] == 1 and "every labelled video is FAKE" in second["notes"][0]
+
+
+def test_a_config_without_a_test_dir_is_a_one_line_error_naming_it(tmp_path):
+    (tmp_path / "train_only.yaml").write_text("work_dir: run\ndata_dirs: []\n")
+    cfg = config.load(tmp_path / "train_only.yaml")
+    with pytest.raises(ConfigError, match=r"train_only\.yaml: no test_dir.*set test_dir") as caught:
+        evaluation.evaluate_folders(cfg, progress=False)
+    assert "\n" not in str(caught.value)
