@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,13 +98,22 @@ def median_seconds(work: Callable[[], Any], repeats: int) -> float:
 
 
 def write_result(summary: dict[str, Any], out: Path | None) -> None:
-    """Print the summary as the last line; with --out also write it with the command that produced it."""
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), **summary}
+    """Print the summary as the last line; with --out also write it with the command and commit that produced it."""
+    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), **summary}
     line = json.dumps(record)
     print(line, flush=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def commit() -> str:
+    """The repository's short HEAD commit, or "unknown" outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def mean(values: Iterable[float]) -> float:

@@ -19,7 +19,6 @@ other groups of the same folder: the held-out figure of real-data training.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(scoring.metrics_table(metrics).to_string(), flush=True)
     _common.write_result({"benchmark": "accuracy", "model": str(args.model), "model_card": _card(Path(args.model)),
                           "folder": str(args.folder), "groups_from": args.groups_from, "split": args.split,
-                          "seconds": round(time.monotonic() - started, 1), "commit": _commit(),
+                          "seconds": round(time.monotonic() - started, 1),
                           **summary, "machine": _common.finish_machine(machine)}, args.out)
     return 0
 
@@ -130,14 +129,6 @@ def _card(model_path: Path) -> dict[str, Any]:
             "image_size": train.get("image_size"), "best_epoch": card.get("best_epoch"),
             "temperature": card.get("calibration", {}).get("temperature"), "trained_at": card.get("trained_at"),
             "n_train_crops": card.get("n_train_crops"), "seconds": card.get("seconds_this_run")}
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _rounded(value: Any) -> Any:
