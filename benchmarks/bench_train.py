@@ -30,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as a script
 import _common  # noqa: E402
 
-from dfhelpers import config, data, model, runfolder  # noqa: E402
+from dfhelpers import config, inputs, model, runfolder  # noqa: E402
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 SYNTHETIC_CROPS = 512  # enough for several batches, small enough to write in seconds
@@ -50,9 +50,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
         crops, cfg = _crops(cfg, Path(scratch))
         given = _with_fakes(cfg, "given")
-        pipeline_img_s = _pipeline_img_s(data.examples(crops, given, "train"), given, args.repeats)
+        pipeline_img_s = _pipeline_img_s(inputs.examples(crops, given, "train"), given, args.repeats)
         blending = _with_fakes(cfg, "self_blend")
-        blend_img_s = _pipeline_img_s(data.examples(crops, blending, "train"), blending, args.repeats)
+        blend_img_s = _pipeline_img_s(inputs.examples(crops, blending, "train"), blending, args.repeats)
         train_step_img_s = _train_step_img_s(crops, given, args.repeats, args.steps)
     ratio = min(pipeline_img_s, blend_img_s) / train_step_img_s
     print(f"input pipeline: {pipeline_img_s:.0f} img/s given, {blend_img_s:.0f} img/s self_blend "
@@ -74,7 +74,7 @@ def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Conf
     """The run's train crops, or synthetic ones written to scratch (with cfg pointing there)."""
     if cfg.split_csv.is_file():
         split = runfolder.read_split(cfg.split_csv)
-        crops, _ = data.check_crops(split[split["split"] == "train"], cfg.work_dir, cfg.faces.crop_size, "skip")
+        crops, _ = inputs.check_crops(split[split["split"] == "train"], cfg.work_dir, cfg.faces.crop_size, "skip")
         if len(crops):
             print(f"crops: {len(crops)} train crops from {cfg.split_csv}")
             return crops, cfg
@@ -92,20 +92,20 @@ def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Conf
 
 
 def _pipeline_img_s(crops: pd.DataFrame, cfg: config.Config, repeats: int) -> float:
-    dataset = data.make_dataset(crops, cfg, training=True)
-    for _ in dataset:  # warm-up epoch: fills the cache, traces the augmentation
+    pipeline = inputs.make_dataset(crops, cfg, training=True)
+    for _ in pipeline:  # warm-up epoch: fills the cache, traces the augmentation
         pass
     rates = []
     for _ in range(repeats):
         started = time.perf_counter()
-        n_images = sum(int(labels.shape[0]) for _, labels in dataset)
+        n_images = sum(int(labels.shape[0]) for _, labels in pipeline)
         rates.append(n_images / (time.perf_counter() - started))
     return statistics.median(rates)
 
 
 def _train_step_img_s(crops: pd.DataFrame, cfg: config.Config, repeats: int, steps: int) -> float:
     """Median over repeats of the median step time; fit's per-call set-up is left out."""
-    images, labels = next(iter(data.make_dataset(crops, cfg, training=False)))
+    images, labels = next(iter(inputs.make_dataset(crops, cfg, training=False)))
     one_batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
     detector = model.compile_model(model.build(cfg.train, cfg.faces.crop_size), cfg.train, steps_per_epoch=steps)
     detector.fit(one_batch, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing

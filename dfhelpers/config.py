@@ -115,7 +115,7 @@ class FacesConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SplitConfig:
-    """Balancing and the identity-level split (dfhelpers.dataset)."""
+    """Balancing and the identity-level split (dfhelpers.splitting)."""
 
     # identity: the DFDC FAKE->original relation, metadata.persons_csv, or the video's parent folder
     # (the original per-person layout); a FAKE and its original always end up in one group
@@ -135,7 +135,7 @@ class SplitConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Model and fitting (dfhelpers.model, dfhelpers.data, dfhelpers.train)."""
+    """Model and fitting (dfhelpers.model, dfhelpers.inputs, dfhelpers.train)."""
 
     model_name: str = "detector"  # models/<model_name>.keras, .history.csv, .json
     # what the FAKE class is trained on: "given" the FAKE crops of the split; "self_blend" pseudo-fakes

@@ -69,7 +69,7 @@ def check_leakage(split: pd.DataFrame, frame_level_val: bool = False) -> None:
         first = leaked.iloc[0]
         raise LeakageError(
             f"{first['shared']} {first['key']}(s) appear in both {first['splits']} (first: {first['example']!r}); "
-            "rebuild the split with dataset.build_split (notebook 03) rather than editing it"
+            "rebuild the split with splitting.build_split (notebook 03) rather than editing it"
         )
 
 

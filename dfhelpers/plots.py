@@ -59,7 +59,7 @@ def crop_grid(crops: pd.DataFrame, root, per_label: int = 8, columns: int = 4, s
 
 
 def split_counts(summary: pd.DataFrame) -> plt.Figure:
-    """Groups, videos and crops per split, REAL and FAKE side by side (the table from dataset.summary).
+    """Groups, videos and crops per split, REAL and FAKE side by side (the table from splitting.summary).
 
     `summary` is indexed by (split, label) with columns groups, videos, crops; "all" rows are ignored.
     """

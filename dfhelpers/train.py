@@ -17,7 +17,7 @@ import tensorflow as tf
 from sklearn import metrics as sk_metrics
 from tqdm.keras import TqdmCallback
 
-from dfhelpers import config, data, files, model
+from dfhelpers import config, files, inputs, model, runfolder
 from dfhelpers.config import Config
 from dfhelpers.errors import ConfigError, SplitError, StageOutputMissing
 
@@ -49,12 +49,12 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     Returns:
         The model card (also written to cfg.model_card).
     """
-    split = data.read_split(cfg)
+    split = runfolder.read_split(cfg.split_csv)
     split_sha256 = files.sha256(cfg.split_csv)
     if is_trained(cfg):
         return read_card(cfg)
     _refuse_to_replace(cfg)
-    crops, bad = data.check_crops(split, cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop, progress)
+    crops, bad = inputs.check_crops(split, cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop, progress)
     train_crops, val_crops = _fit_splits(crops, cfg)
     initial_epoch = _prepare_resume(cfg, split_sha256)
     prior_history = _prior_history(cfg, initial_epoch)
@@ -65,8 +65,8 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     class_weight = class_weights(train_crops["label_index"], cfg.train)
     started = time.monotonic()
     detector.fit(
-        data.make_dataset(train_crops, cfg, training=True),
-        validation_data=data.make_dataset(val_crops, cfg, training=False),
+        inputs.make_dataset(train_crops, cfg, training=True),
+        validation_data=inputs.make_dataset(val_crops, cfg, training=False),
         epochs=cfg.train.epochs,
         class_weight=class_weight,
         shuffle=False,  # make_dataset shuffles (seeded, every epoch); Keras cannot shuffle a tf.data set
@@ -96,15 +96,15 @@ def evaluate(cfg: Config, *, progress: bool = False) -> dict[str, Any]:
         saved = json.loads(cfg.train_metrics_json.read_text())
         if saved.get("model_trained_at") == card["trained_at"]:
             return saved
-    split = data.read_split(cfg)
-    test_crops, bad = data.check_crops(
+    split = runfolder.read_split(cfg.split_csv)
+    test_crops, bad = inputs.check_crops(
         split[split["split"] == "test"], cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop
     )
     if test_crops.empty:
         raise SplitError(f"{cfg.split_csv}: no readable test crops; set split.test_fraction > 0 and re-run notebook 03")
     detector = model.load(cfg.model_path)
-    test_crops = data.examples(test_crops, cfg, "test")
-    batches = data.make_dataset(test_crops, cfg, training=False)
+    test_crops = inputs.examples(test_crops, cfg, "test")
+    batches = inputs.make_dataset(test_crops, cfg, training=False)
     fake_probability = detector.predict(batches, verbose=1 if progress else 0)[:, 0]
     test_metrics = frame_metrics(test_crops["label_index"].to_numpy(), fake_probability)
     result = {**test_metrics, "n_test_crops": len(test_crops), "backbone": cfg.train.backbone,
@@ -122,7 +122,7 @@ def calibrate(cfg: Config, val_examples: pd.DataFrame) -> dict[str, Any]:
     """
     detector = model.load(cfg.model_path)
     labels = val_examples["label_index"].to_numpy(dtype=int)
-    logit = model.logits(detector).predict(data.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
+    logit = model.logits(detector).predict(inputs.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
     before = _log_loss(labels, logit, 1.0)
     is_fitted = cfg.train.calibration == "temperature" and len(np.unique(labels)) == 2
     value = fit_temperature(labels, logit, cfg.train.min_temperature) if is_fitted else 1.0
@@ -300,11 +300,11 @@ def _fit_splits(crops: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.Data
     train_crops, val_crops = crops[crops["split"] == "train"], crops[crops["split"] == "val"]
     if val_crops.empty:
         raise SplitError(f"{cfg.split_csv}: no val crops to select the best epoch; set split.val_fraction > 0")
-    train_examples = data.examples(train_crops, cfg, "train")
+    train_examples = inputs.examples(train_crops, cfg, "train")
     if train_examples["label_index"].nunique() < 2:
         needs = "REAL crops" if cfg.train.fakes != "given" else "both REAL and FAKE crops (or train.fakes: self_blend)"
         raise SplitError(f"{cfg.split_csv}: the train split needs {needs}; check notebook 03")
-    return train_examples, data.examples(val_crops, cfg, "val")
+    return train_examples, inputs.examples(val_crops, cfg, "val")
 
 
 def _refuse_to_replace(cfg: Config) -> None:

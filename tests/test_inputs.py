@@ -1,4 +1,4 @@
-"""dfhelpers.data: the tf.data pipeline from split.csv, augmentation, bad-crop handling."""
+"""dfhelpers.inputs: the tf.data pipeline from split.csv, augmentation, bad-crop handling."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import crops
-from dfhelpers import config, data
+from dfhelpers import config, inputs, runfolder
 from dfhelpers.errors import CropError, SplitError
 from dfhelpers.selfblend import LANDMARK_COLUMNS
 
@@ -45,7 +45,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def test_read_split_maps_real_to_0_and_fake_to_1(run_dir):
-    split = data.read_split(_config(run_dir))
+    split = runfolder.read_split(_config(run_dir).split_csv)
     assert (split["label_index"] == split["label"].map({"REAL": 0, "FAKE": 1})).all()
 
 
@@ -53,13 +53,13 @@ def test_read_split_rejects_an_unknown_label(run_dir):
     split_csv = run_dir / "manifests" / "split.csv"
     pd.read_csv(split_csv).assign(label="MAYBE").to_csv(split_csv, index=False)
     with pytest.raises(SplitError, match="MAYBE"):
-        data.read_split(_config(run_dir))
+        runfolder.read_split(_config(run_dir).split_csv)
 
 
 def test_eval_pipeline_yields_float_crops_with_their_labels_in_order(run_dir):
     cfg = _config(run_dir)
-    val = data.read_split(cfg).query("split == 'val'")
-    batches = list(data.make_dataset(val, cfg, training=False))
+    val = runfolder.read_split(cfg.split_csv).query("split == 'val'")
+    batches = list(inputs.make_dataset(val, cfg, training=False))
     images = np.concatenate([images.numpy() for images, _ in batches])
     labels = np.concatenate([labels.numpy() for _, labels in batches])
     assert images.shape == (len(val), CROP_SIZE, CROP_SIZE, 3) and images.dtype == np.float32
@@ -71,28 +71,28 @@ def test_eval_pipeline_yields_float_crops_with_their_labels_in_order(run_dir):
 
 def test_train_pipeline_yields_every_crop_once_per_epoch(run_dir):
     cfg = _config(run_dir)
-    train = data.read_split(cfg).query("split == 'train'")
-    dataset = data.make_dataset(train, cfg, training=True)
+    train = runfolder.read_split(cfg.split_csv).query("split == 'train'")
+    pipeline = inputs.make_dataset(train, cfg, training=True)
     for _ in range(2):
-        labels = np.concatenate([labels.numpy() for _, labels in dataset])
+        labels = np.concatenate([labels.numpy() for _, labels in pipeline])
         assert sorted(labels.tolist()) == sorted(train["label_index"].astype(float).tolist())
 
 
 def test_switched_off_augmentation_passes_decoded_pixels_unchanged(run_dir):
     cfg = _config(run_dir, rotation=0.0, shift=0.0, horizontal_flip=False, vertical_flip=False)
-    train = data.read_split(cfg).query("split == 'train'")
-    assert data.augmentation(cfg.train) is None
-    augmented = np.concatenate([images.numpy() for images, _ in data.make_dataset(train, cfg, training=True)])
+    train = runfolder.read_split(cfg.split_csv).query("split == 'train'")
+    assert inputs.augmentation(cfg.train) is None
+    augmented = np.concatenate([images.numpy() for images, _ in inputs.make_dataset(train, cfg, training=True)])
     decoded = _decoded([cfg.work_dir / p for p in train["path"]])
     assert sorted(augmented.sum(axis=(1, 2, 3)).tolist()) == pytest.approx(sorted(decoded.sum(axis=(1, 2, 3)).tolist()))
 
 
 def test_augmentation_changes_the_crops(run_dir):
     cfg = _config(run_dir, rotation=0.1, shift=0.2, horizontal_flip=True, vertical_flip=False)
-    train = data.read_split(cfg).query("split == 'train'")
-    layer_names = [layer.__class__.__name__ for layer in data.augmentation(cfg.train).layers]
+    train = runfolder.read_split(cfg.split_csv).query("split == 'train'")
+    layer_names = [layer.__class__.__name__ for layer in inputs.augmentation(cfg.train).layers]
     assert layer_names == ["RandomRotation", "RandomTranslation", "RandomFlip"]
-    augmented = np.concatenate([images.numpy() for images, _ in data.make_dataset(train, cfg, training=True)])
+    augmented = np.concatenate([images.numpy() for images, _ in inputs.make_dataset(train, cfg, training=True)])
     decoded = _decoded([cfg.work_dir / p for p in train["path"]])
     assert not np.allclose(np.sort(augmented.sum(axis=(1, 2, 3))), np.sort(decoded.sum(axis=(1, 2, 3))))
 
@@ -100,47 +100,47 @@ def test_augmentation_changes_the_crops(run_dir):
 def test_photometric_augmentation_is_added_only_when_configured(run_dir):
     cfg = _config(run_dir, rotation=0.0, shift=0.0, horizontal_flip=False, vertical_flip=False,
                   sharpness=0.3, brightness=0.1, contrast=0.2)
-    layer_names = [layer.__class__.__name__ for layer in data.augmentation(cfg.train).layers]
+    layer_names = [layer.__class__.__name__ for layer in inputs.augmentation(cfg.train).layers]
     assert layer_names == ["RandomSharpness", "RandomBrightness", "RandomContrast"]
-    train = data.read_split(cfg).query("split == 'train'")
-    images = np.concatenate([images.numpy() for images, _ in data.make_dataset(train, cfg, training=True)])
+    train = runfolder.read_split(cfg.split_csv).query("split == 'train'")
+    images = np.concatenate([images.numpy() for images, _ in inputs.make_dataset(train, cfg, training=True)])
     assert images.min() >= 0 and images.max() <= 255
 
 
 def test_missing_crop_is_an_error_naming_the_file(run_dir):
     cfg = _config(run_dir)
-    split = data.read_split(cfg)
+    split = runfolder.read_split(cfg.split_csv)
     missing = run_dir / split["path"].iloc[2]
     missing.unlink()
     with pytest.raises(CropError, match=str(missing)):
-        data.check_crops(split, cfg.work_dir, CROP_SIZE)
+        inputs.check_crops(split, cfg.work_dir, CROP_SIZE)
 
 
 def test_corrupt_crop_is_an_error_naming_the_file(run_dir):
     cfg = _config(run_dir)
-    split = data.read_split(cfg)
+    split = runfolder.read_split(cfg.split_csv)
     corrupt = run_dir / split["path"].iloc[5]
     corrupt.write_bytes(corrupt.read_bytes()[:200])  # a truncated JPEG
     with pytest.raises(CropError, match=f"{corrupt}.*corrupt"):
-        data.check_crops(split, cfg.work_dir, CROP_SIZE)
+        inputs.check_crops(split, cfg.work_dir, CROP_SIZE)
 
 
 def test_bad_crops_are_skipped_and_counted_when_configured(run_dir):
     cfg = _config(run_dir, on_bad_crop="skip")
-    split = data.read_split(cfg)
+    split = runfolder.read_split(cfg.split_csv)
     (run_dir / split["path"].iloc[0]).unlink()
     (run_dir / split["path"].iloc[1]).write_bytes(b"not a jpeg at all")
-    good, bad = data.check_crops(split, cfg.work_dir, CROP_SIZE, cfg.train.on_bad_crop)
+    good, bad = inputs.check_crops(split, cfg.work_dir, CROP_SIZE, cfg.train.on_bad_crop)
     assert len(bad) == 2 and len(good) == len(split) - 2
     assert set(bad["path"]) == set(split["path"].iloc[:2])
 
 
 def test_crop_of_the_wrong_size_is_an_error(run_dir):
     cfg = _config(run_dir)
-    split = data.read_split(cfg)
+    split = runfolder.read_split(cfg.split_csv)
     Image.new("RGB", (CROP_SIZE + 8, CROP_SIZE)).save(run_dir / split["path"].iloc[0])
     with pytest.raises(CropError, match="expected 24x24"):
-        data.check_crops(split, cfg.work_dir, CROP_SIZE)
+        inputs.check_crops(split, cfg.work_dir, CROP_SIZE)
 
 
 def _landmark_run(work_dir: Path) -> None:
@@ -153,8 +153,8 @@ def _landmark_run(work_dir: Path) -> None:
 def test_train_examples_follow_train_fakes(tmp_path, fakes, n_real, n_given_fake, n_blended):
     _landmark_run(tmp_path)
     cfg = _config(tmp_path, fakes=fakes)
-    split = data.read_split(cfg)
-    rows = data.examples(split[split["split"] == "train"], cfg, "train")
+    split = runfolder.read_split(cfg.split_csv)
+    rows = inputs.examples(split[split["split"] == "train"], cfg, "train")
     assert (rows["label_index"] == 0).sum() == n_real
     assert ((rows["label_index"] == 1) & ~rows["is_blend"]).sum() == n_given_fake
     assert ((rows["label_index"] == 1) & rows["is_blend"]).sum() == n_blended
@@ -165,27 +165,27 @@ def test_empty_landmark_cells_read_as_missing_and_stop_self_blending(tmp_path):
     split_csv = tmp_path / "manifests" / "split.csv"
     pd.read_csv(split_csv).assign(**{column: None for column in LANDMARK_COLUMNS}).to_csv(split_csv, index=False)
     cfg = _config(tmp_path, fakes="self_blend")
-    split = data.read_split(cfg)
+    split = runfolder.read_split(cfg.split_csv)
     assert split[LANDMARK_COLUMNS].isna().all().all() and split["frame"].dtype == "int64"
     with pytest.raises(SplitError, match="landmarks"):
-        data.examples(split[split["split"] == "train"], cfg, "train")
+        inputs.examples(split[split["split"] == "train"], cfg, "train")
 
 
 def test_a_test_split_with_given_fakes_is_scored_on_them_and_a_real_only_one_on_pseudo_fakes(tmp_path):
     _landmark_run(tmp_path)
     cfg = _config(tmp_path, fakes="self_blend")
-    split = data.read_split(cfg)
+    split = runfolder.read_split(cfg.split_csv)
     test = split[split["split"] == "test"]
-    assert not data.examples(test, cfg, "test")["is_blend"].any()
-    real_only = data.examples(test[test["label"] == "REAL"], cfg, "test")
+    assert not inputs.examples(test, cfg, "test")["is_blend"].any()
+    real_only = inputs.examples(test[test["label"] == "REAL"], cfg, "test")
     assert real_only["is_blend"].sum() == 6 and real_only["label_index"].tolist() == [0] * 6 + [1] * 6
 
 
 def test_self_blended_rows_come_out_of_the_pipeline_changed(tmp_path):
     _landmark_run(tmp_path)
     cfg = _config(tmp_path, fakes="self_blend")
-    split = data.read_split(cfg)
-    rows = data.examples(split[(split["split"] == "val")], cfg, "val")
-    images = np.concatenate([batch.numpy() for batch, _ in data.make_dataset(rows, cfg, training=False)])
+    split = runfolder.read_split(cfg.split_csv)
+    rows = inputs.examples(split[(split["split"] == "val")], cfg, "val")
+    images = np.concatenate([batch.numpy() for batch, _ in inputs.make_dataset(rows, cfg, training=False)])
     originals, blended = images[rows["is_blend"].to_numpy() == False], images[rows["is_blend"].to_numpy()]  # noqa: E712
     assert np.abs(blended - originals).mean() > 1.0

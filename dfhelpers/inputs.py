@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dfhelpers import runfolder, selfblend
+from dfhelpers import selfblend
 from dfhelpers.config import Config, TrainConfig
 from dfhelpers.errors import CropError, SplitError
 from dfhelpers.runfolder import SPLITS
@@ -21,14 +21,6 @@ from dfhelpers.selfblend import LANDMARK_COLUMNS
 
 # Threads for the up-front crop check: PIL releases the GIL while decoding.
 CHECK_THREADS = 8
-
-
-def read_split(cfg: Config) -> pd.DataFrame:
-    """cfg's split.csv as runfolder.read_split reads it: checked, with `label_index` (REAL 0, FAKE 1).
-
-    Kept for train.fit and notebook 04, which call it with the config.
-    """
-    return runfolder.read_split(cfg.split_csv)
 
 
 def check_crops(
@@ -93,24 +85,27 @@ def make_dataset(crops: pd.DataFrame, cfg: Config, training: bool) -> tf.data.Da
     draws new pseudo-fakes. Expects rows already passed through check_crops.
     """
     train, size = cfg.train, cfg.faces.crop_size
-    dataset = tf.data.Dataset.from_tensor_slices(_slices(crops, cfg))
+    pipeline = tf.data.Dataset.from_tensor_slices(_slices(crops, cfg))
     is_cached = fits_in_cache(len(crops), size, train)
     if training and not is_cached:  # file names are small: shuffle all of them, not a window
-        dataset = dataset.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda row: {**row, "image": _decode(row["path"], size)}, num_parallel_calls=tf.data.AUTOTUNE)
+        pipeline = pipeline.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
+    pipeline = pipeline.map(lambda row: {**row, "image": _decode(row["path"], size)},
+                            num_parallel_calls=tf.data.AUTOTUNE)
     if is_cached:
-        dataset = dataset.cache()
+        pipeline = pipeline.cache()
         if training:
-            dataset = dataset.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
+            pipeline = pipeline.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
     blend = functools.partial(_blend, size=size, training=training, jpeg_quality=cfg.faces.jpeg_quality)
-    dataset = dataset.map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    dataset = dataset.batch(train.batch_size)
+    pipeline = pipeline.map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    pipeline = pipeline.batch(train.batch_size)
     augmenter = augmentation(train) if training else None
     if augmenter is not None:
-        dataset = dataset.map(lambda images, y: (augmenter(images, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        pipeline = pipeline.map(lambda images, y: (augmenter(images, training=True), y),
+                                num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        dataset = dataset.map(lambda images, y: (tf.cast(images, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        pipeline = pipeline.map(lambda images, y: (tf.cast(images, tf.float32), y),
+                                num_parallel_calls=tf.data.AUTOTUNE)
+    return pipeline.prefetch(tf.data.AUTOTUNE)
 
 
 def augmentation(train: TrainConfig) -> keras.Sequential | None:
