@@ -10,7 +10,7 @@ import numpy as np
 from dfhelpers import torchfile
 from dfhelpers.errors import MissingWeightsError
 
-MTCNN_FIX = "reinstall facenet-pytorch==2.5.3 (the weights ship inside it)"
+MTCNN_FIX = "pip install --no-deps facenet-pytorch==2.5.3 (the weights ship inside it; torch is not needed)"
 _OPSET = 17  # MaxPool ceil_mode, Softmax on one axis: onnxruntime 1.32 runs it natively
 _FACTOR = 0.709  # facenet-pytorch's pyramid step (each level 0.709x the previous: half the area)
 _CROP_CHUNK = 256  # R/O-net crops gathered at once: bounds the index arrays to ~20 MB (thousands of proposals)
@@ -26,8 +26,7 @@ def weights_dir() -> Path:
     """
     folder = torchfile.package_folder("facenet_pytorch", "data")
     if folder is None or not all((folder / f"{net}.pt").is_file() for net in ("pnet", "rnet", "onet")):
-        raise MissingWeightsError(f"MTCNN weights not found in {folder or 'facenet_pytorch'}; "
-                                  "pip install facenet-pytorch==2.5.3 (the weights ship inside it)")
+        raise MissingWeightsError(f"MTCNN weights not found in {folder or 'facenet_pytorch'}; {MTCNN_FIX}")
     return folder
 
 

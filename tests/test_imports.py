@@ -33,3 +33,34 @@ def test_import_order_does_not_kill_the_process(order):
                             cwd=PROJECT)
     assert result.returncode == 0, f"{' -> '.join(order)}: exit code {result.returncode}\n{result.stderr[-2000:]}"
     assert result.stdout.strip() == "2.0"
+
+
+# The default install has no torch (pyproject's `torch` extra holds it; facenet-pytorch is installed
+# without its requirements, for its weight files): with torch and torchvision unimportable, MTCNN
+# still finds the astronaut's face and Lite0 still gets its ImageNet weights.
+WITHOUT_TORCH = """
+import sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError(f"{name} is not installed")
+
+sys.meta_path.insert(0, Refuse())
+from skimage import data
+from dfhelpers import efficientnet_lite
+from dfhelpers.config import FacesConfig
+from dfhelpers.facedetect import FaceDetector
+
+boxes, probs = FaceDetector(FacesConfig()).detect([data.astronaut()])[0]
+model = efficientnet_lite.build(0, (224, 224, 3), weights="imagenet")
+print(len(boxes), round(float(probs[0]), 2), model.count_params())
+"""
+
+
+def test_faces_and_the_pretrained_backbone_need_no_torch():
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], capture_output=True, text=True, timeout=300,
+                            cwd=PROJECT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    n_faces, prob, n_params = result.stdout.split()
+    assert n_faces == "1" and float(prob) > 0.9 and int(n_params) > 3_000_000

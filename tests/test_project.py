@@ -16,7 +16,8 @@ def requirement_names(requirements: list[str]) -> set[str]:
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
-    declared = set(project["dependencies"]) | {r for extra in project["optional-dependencies"].values() for r in extra}
+    declared = set(project["dependencies"]) | {r for extra in project["optional-dependencies"].values() for r in extra
+                                               if not r.startswith(project["name"])}  # dev takes dfdetect[torch]
     environment = yaml.safe_load((PROJECT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
     assert sorted(set(pip_section)) == sorted(declared)
@@ -25,10 +26,19 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 
 def test_constraints_pin_every_declared_package():
     project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
-    declared = requirement_names(project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    declared = requirement_names(project["dependencies"] + extras["dev"] + extras["torch"]) - {project["name"]}
     pinned = requirement_names([line for line in (PROJECT / "constraints.txt").read_text().splitlines()
                                 if line and not line.startswith("#")])
     assert declared <= pinned, declared - pinned
+
+
+def test_the_default_install_has_no_torch_only_the_torch_extra_and_dev_have_it():
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    torch_side = {"torch", "torchvision", "facenet-pytorch"}
+    assert not requirement_names(project["dependencies"]) & torch_side
+    assert requirement_names(project["optional-dependencies"]["torch"]) == torch_side
+    assert "dfdetect[torch]" in project["optional-dependencies"]["dev"]
 
 
 def test_committed_notebooks_have_a_parameters_cell_and_no_stray_outputs():
