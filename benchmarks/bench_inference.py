@@ -132,11 +132,11 @@ class _SameFrames:
 class _OriginalLoop:
     """The original notebook's inference loop, kept as it was apart from the model's input range."""
 
-    def __init__(self, detector_model, max_frames: int):
+    def __init__(self, classifier, max_frames: int):
         from facenet_pytorch import MTCNN
 
         self.mtcnn = MTCNN(margin=50, keep_all=False, post_process=False, thresholds=[0.9, 0.9, 0.9], device="cpu")
-        self.model = detector_model
+        self.model = classifier
         self.max_frames = max_frames
         size = int(self.model.input_shape[1])
         self.model.predict(np.zeros((1, size, size, 3), dtype=np.float32), verbose=0)  # traced once, as the original
@@ -252,9 +252,9 @@ def _ensure_model(model_path: Path, build_backbone: str | None, crop_size: int) 
     from dfhelpers import model
     from dfhelpers.config import TrainConfig
 
-    detector = model.build(TrainConfig(backbone=build_backbone, weights=None, image_size=crop_size), crop_size)
+    classifier = model.build(TrainConfig(backbone=build_backbone, weights=None, image_size=crop_size), crop_size)
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    detector.save(model_path)
+    classifier.save(model_path)
     return f"{build_backbone}, weights=None (random): built here, speed does not depend on the weights"
 
 

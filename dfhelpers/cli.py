@@ -72,7 +72,7 @@ def predict(inputs: list[str], model_path: Path, config_path: Optional[str] = No
     faces_cfg, score_cfg = _settings(config_path)
     paths, bad_inputs = expand_inputs(inputs)
     scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg)
-    if paths:  # the detector now; an ONNX model at once, a Keras one while the first videos are detected
+    if paths:  # the face detector now; an ONNX model at once, a Keras one while the first videos are detected
         scorer.start_loading(guard=_native_stderr_captured)
         if explain_dir is not None and scorer.choice.keras_path is None:
             raise ModelLoadError(f"{model_path}: --explain needs the Keras model; pass the .keras file "
@@ -253,8 +253,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_quietly(scorer: Any) -> None:
-    """Load the detector and the model with TensorFlow's start-up lines held back (the progress bar stays
-    visible), then say why Keras scores when an export would start faster."""
+    """Load the face detector and the model with TensorFlow's start-up lines held back (the progress bar
+    stays visible), then say why Keras scores when an export would start faster."""
     with _native_stderr_captured():
         scorer.load()
     _say_why_keras(scorer)

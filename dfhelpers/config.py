@@ -137,7 +137,7 @@ class SplitConfig:
 class TrainConfig:
     """Model and fitting (dfhelpers.model, dfhelpers.inputs, dfhelpers.train)."""
 
-    model_name: str = "detector"  # models/<model_name>.keras, .history.csv, .json
+    model_name: str = "classifier"  # models/<model_name>.keras, .history.csv, .json
     # what the FAKE class is trained on: "given" the FAKE crops of the split; "self_blend" pseudo-fakes
     # made on the fly from the REAL crops (Shiohara & Yamasaki 2022: no generator's fingerprint to
     # memorise, and REAL videos alone suffice); "mixed" both

@@ -95,10 +95,10 @@ class VideoScorer:
         self._predict_batch: Optional[Callable[[np.ndarray], Any]] = None  # the model's forward pass
         self._detector: Any = None
         self._model_loading: Optional[concurrent.futures.Future] = None
-        self._lock = threading.Lock()  # extraction threads and the caller may ask for the detector at once
+        self._lock = threading.Lock()  # extraction threads and the caller may ask for the face detector at once
 
     def load(self) -> "VideoScorer":
-        """Load the detector and the model; returns when both are ready (start_loading, then wait).
+        """Load the face detector and the model; returns when both are ready (start_loading, then wait).
 
         Raises:
             ModelLoadError: the model file is missing or corrupt.
@@ -108,8 +108,8 @@ class VideoScorer:
         return self
 
     def start_loading(self, guard: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> "VideoScorer":
-        """Load the detector now and the model (choose_model): an ONNX session at once (~10 ms),
-        a Keras model in a background thread; returns once the detector is ready.
+        """Load the face detector now and the model (choose_model): an ONNX session at once (~10 ms),
+        a Keras model in a background thread; returns once the face detector is ready.
 
         With Keras, detection can start while TensorFlow imports, the model loads and its predict
         function is traced: on one video that hides most of the model's seconds. `guard` wraps a
@@ -166,7 +166,7 @@ class VideoScorer:
         return self._keras_model
 
     def _load_keras(self, guard: Callable[[], ContextManager[Any]]) -> tuple[Any, Callable[[np.ndarray], Any]]:
-        from dfhelpers import model  # TensorFlow: seconds to import, after the detector (see compat)
+        from dfhelpers import model  # TensorFlow: seconds to import, after the face detector (see compat)
 
         with guard():
             classifier = _check_input_size(model.load(self.model_path), self.model_path, self.faces_cfg.crop_size)
@@ -347,23 +347,23 @@ def settings_digest(faces_cfg: FacesConfig) -> str:
 # --- private helpers -------------------------------------------------------------------
 
 
-def _check_input_size(detector: Any, model_path: Path, crop_size: int) -> Any:
+def _check_input_size(classifier: Any, model_path: Path, crop_size: int) -> Any:
     """The model, if it follows the model contract for crop_size crops; else a ModelLoadError."""
-    expected = tuple(detector.input_shape[1:])
+    expected = tuple(classifier.input_shape[1:])
     if expected[:2] != (crop_size, crop_size) and expected[:2] != (None, None):
         raise ModelLoadError(f"{model_path}: the model takes {expected[0]}x{expected[1]} crops but faces.crop_size is "
                              f"{crop_size}; score with the config the model was trained with")
-    if tuple(detector.output_shape[1:]) != (1,):
-        raise ModelLoadError(f"{model_path}: the model outputs {detector.output_shape}, not (N, 1) P(FAKE); "
-                             "save a detector built by dfhelpers.model")
-    return detector
+    if tuple(classifier.output_shape[1:]) != (1,):
+        raise ModelLoadError(f"{model_path}: the model outputs {classifier.output_shape}, not (N, 1) P(FAKE); "
+                             "save a classifier built by dfhelpers.model")
+    return classifier
 
 
 def _traced_forward(classifier: Any, crop_size: int) -> Callable[[np.ndarray], Any]:
     """The model's inference pass for any batch size, traced now, not inside the first videos.
 
     With TensorFlow, one tf.function whose batch dimension is None: a single trace (1.3 s for
-    a MobileNetV2 detector on 2 cores) where Keras' predict_on_batch traces per batch size until
+    a MobileNetV2 classifier on 2 cores) where Keras' predict_on_batch traces per batch size until
     it has seen two (2.3 s). Other Keras backends: predict_on_batch, warmed up on two sizes.
     """
     import keras

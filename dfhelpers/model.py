@@ -51,7 +51,7 @@ def register_backbone(
 
 
 def build(train: TrainConfig, crop_size: int) -> keras.Model:
-    """The uncompiled detector: crops (N, crop_size, crop_size, 3) in 0..255 -> (N, 1) P(FAKE).
+    """The uncompiled classifier: crops (N, crop_size, crop_size, 3) in 0..255 -> (N, 1) P(FAKE).
 
     Resizing to train.image_size, the optional SRM front end and the backbone's own input
     scaling all happen inside the model, so scoring feeds raw crop pixels.
@@ -72,53 +72,53 @@ def build(train: TrainConfig, crop_size: int) -> keras.Model:
     extractor = _build_extractor(train, backbone, (train.image_size, train.image_size, features.shape[-1]))
     _freeze(extractor, train)
     fake_probability = _head(extractor(features), train)
-    return keras.Model(crops, fake_probability, name=f"{train.backbone}_detector")
+    return keras.Model(crops, fake_probability, name=f"{train.backbone}_classifier")
 
 
-def logits(detector: keras.Model) -> keras.Model:
-    """The detector up to its logit (before temperature and sigmoid): crops -> (N, 1) float32.
+def logits(classifier: keras.Model) -> keras.Model:
+    """The classifier up to its logit (before temperature and sigmoid): crops -> (N, 1) float32.
 
     Raises:
-        ModelLoadError: the detector was built before the head had a logit layer.
+        ModelLoadError: the classifier was built before the head had a logit layer.
     """
     try:
-        return keras.Model(detector.inputs, detector.get_layer(LOGIT_LAYER).output, name="fake_logit_model")
+        return keras.Model(classifier.inputs, classifier.get_layer(LOGIT_LAYER).output, name="fake_logit_model")
     except ValueError as err:
-        raise ModelLoadError(f"{detector.name}: no {LOGIT_LAYER!r} layer (a model saved before calibration "
+        raise ModelLoadError(f"{classifier.name}: no {LOGIT_LAYER!r} layer (a model saved before calibration "
                              "existed); retrain it with notebook 04") from err
 
 
-def temperature(detector: keras.Model) -> float:
-    """The temperature T the detector divides its logit by; 1.0 for a model without one."""
+def temperature(classifier: keras.Model) -> float:
+    """The temperature T the classifier divides its logit by; 1.0 for a model without one."""
     try:
-        return 1.0 / float(detector.get_layer(TEMPERATURE_LAYER).scale)
+        return 1.0 / float(classifier.get_layer(TEMPERATURE_LAYER).scale)
     except ValueError:
         return 1.0
 
 
-def set_temperature(detector: keras.Model, value: float) -> None:
-    """Make the detector output sigmoid(logit / value); saved with the model, applied wherever it is loaded.
+def set_temperature(classifier: keras.Model, value: float) -> None:
+    """Make the classifier output sigmoid(logit / value); saved with the model, applied wherever it is loaded.
 
     Call before the model's first predict (or save and reload): a traced predict keeps the old value.
     """
     if not value > 0:
         raise ValueError(f"temperature must be positive, got {value}")
-    detector.get_layer(TEMPERATURE_LAYER).scale = 1.0 / float(value)
+    classifier.get_layer(TEMPERATURE_LAYER).scale = 1.0 / float(value)
 
 
-def compile_model(detector: keras.Model, train: TrainConfig, steps_per_epoch: int) -> keras.Model:
+def compile_model(classifier: keras.Model, train: TrainConfig, steps_per_epoch: int) -> keras.Model:
     """Compile with the configured optimizer and schedule; binary cross-entropy, accuracy and AUC."""
-    detector.compile(
+    classifier.compile(
         optimizer=_optimizer(train, steps_per_epoch),
         loss=keras.losses.BinaryCrossentropy(),
         # "acc" as in the original notebook's history keys (acc, val_acc).
         metrics=[keras.metrics.BinaryAccuracy(name="acc"), keras.metrics.AUC(name="auc")],
     )
-    return detector
+    return classifier
 
 
 def load(path: str | Path) -> keras.Model:
-    """Load a saved detector (safe_mode, custom layers registered), uncompiled for scoring.
+    """Load a saved classifier (safe_mode, custom layers registered), uncompiled for scoring.
 
     Raises:
         ModelLoadError: the file is missing, not a Keras archive, or does not deserialize.
@@ -134,7 +134,7 @@ def load(path: str | Path) -> keras.Model:
 
 
 def export_onnx(keras_path: str | Path, onnx_path: str | Path | None = None, seed: int = 0) -> Path:
-    """Export a saved detector to ONNX (default: the `<model>.onnx` sidecar), verified against Keras.
+    """Export a saved classifier to ONNX (default: the `<model>.onnx` sidecar), verified against Keras.
 
     The file records the sha256 of the .keras bytes and our format version in its
     metadata_props (dfhelpers.onnxfile), so a stale sidecar is recognised; it is written
@@ -146,12 +146,12 @@ def export_onnx(keras_path: str | Path, onnx_path: str | Path | None = None, see
     keras_path = Path(keras_path)
     onnx_path = Path(onnx_path) if onnx_path is not None else onnxfile.sidecar_path(keras_path)
     keras_sha256 = files.sha256(keras_path) if keras_path.is_file() else ""
-    detector = load(keras_path)
-    crops = np.random.default_rng(seed).uniform(0, 255, (ONNX_CHECK_CROPS, *detector.input_shape[1:]))
+    classifier = load(keras_path)
+    crops = np.random.default_rng(seed).uniform(0, 255, (ONNX_CHECK_CROPS, *classifier.input_shape[1:]))
     crops = crops.astype("float32")
-    expected = np.asarray(detector(crops, training=False))  # also builds the traced call the export needs
+    expected = np.asarray(classifier(crops, training=False))  # also builds the traced call the export needs
     with tempfile.TemporaryDirectory(prefix="dfdetect-onnx-") as folder:
-        exported = _onnx_bytes(detector, Path(folder) / "model.onnx", keras_sha256)
+        exported = _onnx_bytes(classifier, Path(folder) / "model.onnx", keras_sha256)
         with files.atomic_path(onnx_path) as partial:
             partial.write_bytes(exported)
             _check_onnx_agrees(partial, crops, expected, onnx_path)
@@ -323,13 +323,13 @@ def _optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Opt
     return keras.optimizers.Adam(learning_rate)
 
 
-def _onnx_bytes(detector: keras.Model, scratch: Path, keras_sha256: str) -> bytes:
-    """Keras' ONNX export of the detector, with our metadata_props added."""
+def _onnx_bytes(classifier: keras.Model, scratch: Path, keras_sha256: str) -> bytes:
+    """Keras' ONNX export of the classifier, with our metadata_props added."""
     import onnx
 
     with warnings.catch_warnings():  # tf2onnx's numpy FutureWarnings: nothing the user can act on
         warnings.simplefilter("ignore", FutureWarning)
-        detector.export(str(scratch), format="onnx", verbose=False)
+        classifier.export(str(scratch), format="onnx", verbose=False)
     proto = onnx.load(str(scratch))
     onnx.helper.set_model_props(proto, {onnxfile.KERAS_SHA256_KEY: keras_sha256,
                                         onnxfile.FORMAT_KEY: onnxfile.FORMAT_VERSION})

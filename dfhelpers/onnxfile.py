@@ -23,7 +23,7 @@ def sidecar_path(keras_path: str | Path) -> Path:
 
 
 def open_session(onnx_path: str | Path, n_threads: int = 1) -> Any:
-    """An onnxruntime CPU session on an exported detector, n_threads intra-op threads, no spinning.
+    """An onnxruntime CPU session on an exported classifier, n_threads intra-op threads, no spinning.
 
     Raises:
         ModelLoadError: the file is missing or is not a model onnxruntime can run.
@@ -85,7 +85,7 @@ def check_contract(session: Any, onnx_path: Path, crop_size: int) -> Any:
     output = session.get_outputs()[0].shape
     if len(output) != 2 or output[1] != 1:
         raise ModelLoadError(f"{onnx_path}: the model outputs {output}, not (N, 1) P(FAKE); "
-                             "export a detector built by dfhelpers.model")
+                             "export a classifier built by dfhelpers.model")
     return session
 
 

@@ -1,4 +1,4 @@
-"""Fitting the detector: best checkpoint, early stopping, resume, model card, test evaluation."""
+"""Fitting the classifier: best checkpoint, early stopping, resume, model card, test evaluation."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ MAX_TEMPERATURE = 1e6
 
 
 def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, Any]:
-    """Train the detector on the train split, selecting on val; resume or skip when possible.
+    """Train the classifier on the train split, selecting on val; resume or skip when possible.
 
     A complete model whose card matches the current split.csv and train config is not
     retrained. An interrupted run continues after its last finished epoch. Writes
@@ -61,10 +61,10 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     keras.utils.set_random_seed(cfg.train.seed)  # weights, dropout and the augmentation layers
     steps_per_epoch = math.ceil(len(train_crops) / cfg.train.batch_size)
     with _strategy().scope():
-        detector = model.compile_model(model.build(cfg.train, cfg.faces.crop_size), cfg.train, steps_per_epoch)
+        classifier = model.compile_model(model.build(cfg.train, cfg.faces.crop_size), cfg.train, steps_per_epoch)
     class_weight = class_weights(train_crops["label_index"], cfg.train)
     started = time.monotonic()
-    detector.fit(
+    classifier.fit(
         inputs.make_dataset(train_crops, cfg, training=True),
         validation_data=inputs.make_dataset(val_crops, cfg, training=False),
         epochs=cfg.train.epochs,
@@ -102,10 +102,10 @@ def evaluate(cfg: Config, *, progress: bool = False) -> dict[str, Any]:
     )
     if test_crops.empty:
         raise SplitError(f"{cfg.split_csv}: no readable test crops; set split.test_fraction > 0 and re-run notebook 03")
-    detector = model.load(cfg.model_path)
+    classifier = model.load(cfg.model_path)
     test_crops = inputs.examples(test_crops, cfg, "test")
     batches = inputs.make_dataset(test_crops, cfg, training=False)
-    fake_probability = detector.predict(batches, verbose=1 if progress else 0)[:, 0]
+    fake_probability = classifier.predict(batches, verbose=1 if progress else 0)[:, 0]
     test_metrics = frame_metrics(test_crops["label_index"].to_numpy(), fake_probability)
     result = {**test_metrics, "n_test_crops": len(test_crops), "backbone": cfg.train.backbone,
               "n_bad_test_crops_skipped": len(bad), "model_name": cfg.train.model_name,
@@ -120,15 +120,15 @@ def calibrate(cfg: Config, val_examples: pd.DataFrame) -> dict[str, Any]:
     T is at least train.min_temperature; with train.calibration "none", or a val split of
     one class, T stays 1. Returns temperature and val log loss before and after.
     """
-    detector = model.load(cfg.model_path)
+    classifier = model.load(cfg.model_path)
     labels = val_examples["label_index"].to_numpy(dtype=int)
-    logit = model.logits(detector).predict(inputs.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
+    logit = model.logits(classifier).predict(inputs.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
     before = _log_loss(labels, logit, 1.0)
     is_fitted = cfg.train.calibration == "temperature" and len(np.unique(labels)) == 2
     value = fit_temperature(labels, logit, cfg.train.min_temperature) if is_fitted else 1.0
-    model.set_temperature(detector, value)
+    model.set_temperature(classifier, value)
     with files.atomic_path(cfg.model_path) as partial:
-        detector.save(partial)
+        classifier.save(partial)
     return {"method": cfg.train.calibration if is_fitted else "none", "temperature": round(value, 4),
             "val_log_loss_before": round(before, 4), "val_log_loss_after": round(_log_loss(labels, logit, value), 4),
             "n_val_examples": len(labels)}

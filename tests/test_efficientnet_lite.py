@@ -81,11 +81,11 @@ def test_a_missing_weights_package_is_one_line_naming_the_package_to_install(mon
     assert "\n" not in str(raised.value)
 
 
-def test_the_lite0_detector_starts_from_imagenet_weights_and_scores_crops():
+def test_the_lite0_classifier_starts_from_imagenet_weights_and_scores_crops():
     train = TrainConfig(backbone="efficientnet_lite0", weights="imagenet", head="pool", image_size=64)
-    detector = model.build(train, crop_size=64)
-    stem = detector.get_layer("efficientnet_lite0").get_layer("stem_conv").get_weights()[0]
+    classifier = model.build(train, crop_size=64)
+    stem = classifier.get_layer("efficientnet_lite0").get_layer("stem_conv").get_weights()[0]
     reference = efficientnet_lite.read_imagenet_weights(0)["_conv_stem.weight"].transpose(2, 3, 1, 0)
     assert np.array_equal(stem, reference)
     crops = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
-    assert detector.predict(crops, verbose=0).shape == (3, 1)
+    assert classifier.predict(crops, verbose=0).shape == (3, 1)

@@ -15,7 +15,7 @@ def test_detection_runs_while_the_model_loads_and_scores_match_a_loaded_scorer(t
     model_path = save_tiny_model(tmp_path / "tiny.keras")
     faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
     background = engine.VideoScorer(model_path, faces_cfg, score_cfg).start_loading()
-    extracted = background.extract(tmp_path / "face.mp4")  # needs only the detector
+    extracted = background.extract(tmp_path / "face.mp4")  # needs only the face detector
     scored = background.finish(extracted)
     expected = engine.VideoScorer(model_path, faces_cfg, score_cfg).load().score(tmp_path / "face.mp4")
     assert len(scored.faces) == len(expected.faces) > 0
@@ -50,28 +50,28 @@ def test_a_corrupt_model_is_an_error_even_when_the_first_video_has_no_face(tmp_p
         list(engine.score_paths([blank], scorer, progress=False))
 
 
-def _save_srm_detector(path):
-    """A small_cnn + SRM detector with random weights: face scores that differ from crop to crop."""
+def _save_srm_classifier(path):
+    """A small_cnn + SRM classifier with random weights: face scores that differ from crop to crop."""
     from dfhelpers import model
 
     keras.utils.set_random_seed(0)
-    detector = model.build(config.TrainConfig(front_end="srm", image_size=160, cnn_filters=(4, 8)), crop_size=160)
-    detector.save(path)
+    classifier = model.build(config.TrainConfig(front_end="srm", image_size=160, cnn_filters=(4, 8)), crop_size=160)
+    classifier.save(path)
     return path
 
 
 def test_which_model_file_scores_is_the_up_to_date_sidecar_else_keras_with_a_note(tmp_path):
     from dfhelpers import model
 
-    keras_path = _save_srm_detector(tmp_path / "detector.keras")
+    keras_path = _save_srm_classifier(tmp_path / "classifier.keras")
     without = engine.choose_model(keras_path)
     assert (without.runtime, without.path) == ("keras", keras_path) and "dfdetect export" in without.note
     onnx_path = model.export_onnx(keras_path)
     assert engine.choose_model(keras_path) == engine.ModelChoice("onnx", onnx_path, keras_path, "")
     assert engine.choose_model(onnx_path) == engine.ModelChoice("onnx", onnx_path, keras_path, "")
-    _save_srm_detector(keras_path)  # retrained under the same name: the sidecar is now stale
+    _save_srm_classifier(keras_path)  # retrained under the same name: the sidecar is now stale
     stale = engine.choose_model(keras_path)
-    assert (stale.runtime, stale.path) == ("keras", keras_path) and "no up-to-date detector.onnx" in stale.note
+    assert (stale.runtime, stale.path) == ("keras", keras_path) and "no up-to-date classifier.onnx" in stale.note
     assert engine.choose_model(onnx_path) == engine.ModelChoice("onnx", onnx_path, None, "")
 
 
@@ -79,7 +79,7 @@ def test_keras_and_onnx_give_the_same_face_scores_on_a_video(tmp_path):
     from dfhelpers import model
 
     close_up_video(tmp_path / "face.mp4")
-    keras_path = _save_srm_detector(tmp_path / "detector.keras")
+    keras_path = _save_srm_classifier(tmp_path / "classifier.keras")
     faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
     with_keras = engine.VideoScorer(keras_path, faces_cfg, score_cfg).load()
     by_keras = with_keras.score(tmp_path / "face.mp4")
@@ -94,13 +94,13 @@ def test_keras_and_onnx_give_the_same_face_scores_on_a_video(tmp_path):
 def test_explanations_load_keras_behind_an_onnx_scorer_and_name_the_fix_without_it(tmp_path):
     from dfhelpers import model
 
-    keras_path = _save_srm_detector(tmp_path / "detector.keras")
+    keras_path = _save_srm_classifier(tmp_path / "classifier.keras")
     onnx_path = model.export_onnx(keras_path)
     paired = engine.VideoScorer(keras_path, config.FacesConfig(), config.ScoreConfig()).load()
-    assert paired.choice.runtime == "onnx" and paired.model.name == "small_cnn_detector"
+    assert paired.choice.runtime == "onnx" and paired.model.name == "small_cnn_classifier"
     alone = tmp_path / "alone"
     alone.mkdir()
-    onnx_alone = onnx_path.rename(alone / "detector.onnx")
+    onnx_alone = onnx_path.rename(alone / "classifier.onnx")
     scorer = engine.VideoScorer(onnx_alone, config.FacesConfig(), config.ScoreConfig()).load()
     with pytest.raises(ModelLoadError, match="explanations need the Keras model"):
         scorer.model
@@ -111,7 +111,7 @@ def test_an_onnx_model_with_a_fixed_batch_size_or_another_crop_size_is_refused_n
 
     from dfhelpers import model
 
-    onnx_path = model.export_onnx(_save_srm_detector(tmp_path / "detector.keras"))
+    onnx_path = model.export_onnx(_save_srm_classifier(tmp_path / "classifier.keras"))
     proto = onnx.load(str(onnx_path))
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     onnx.save(proto, str(tmp_path / "batch_of_one.onnx"))
@@ -119,5 +119,5 @@ def test_an_onnx_model_with_a_fixed_batch_size_or_another_crop_size_is_refused_n
     with pytest.raises(ModelLoadError, match="batch_of_one.onnx: the model takes batches of exactly 1 crops"):
         scorer.load()
     other_size = engine.VideoScorer(onnx_path, config.FacesConfig(crop_size=128), config.ScoreConfig())
-    with pytest.raises(ModelLoadError, match="detector.onnx: the model takes .* but faces.crop_size is 128"):
+    with pytest.raises(ModelLoadError, match="classifier.onnx: the model takes .* but faces.crop_size is 128"):
         other_size.load()

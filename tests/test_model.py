@@ -23,32 +23,32 @@ def _crops(n: int = 3, size: int = CROP_SIZE) -> np.ndarray:
      ("inception_resnet_v2", 75)],
 )
 def test_each_backbone_builds_without_weights_and_outputs_one_probability(backbone, image_size):
-    detector = model.build(TrainConfig(backbone=backbone, image_size=image_size, weights=None), crop_size=CROP_SIZE)
-    fake_probability = detector.predict(_crops(), verbose=0)
-    assert detector.input_shape == (None, CROP_SIZE, CROP_SIZE, 3)
+    classifier = model.build(TrainConfig(backbone=backbone, image_size=image_size, weights=None), crop_size=CROP_SIZE)
+    fake_probability = classifier.predict(_crops(), verbose=0)
+    assert classifier.input_shape == (None, CROP_SIZE, CROP_SIZE, 3)
     assert fake_probability.shape == (3, 1) and ((fake_probability >= 0) & (fake_probability <= 1)).all()
 
 
 def test_the_original_head_is_flatten_dense_dropout_dense():
-    detector = model.build(TrainConfig(head="flatten", image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
-    tail = [layer.name for layer in detector.layers[-6:]]
+    classifier = model.build(TrainConfig(head="flatten", image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
+    tail = [layer.name for layer in classifier.layers[-6:]]
     assert tail == ["flatten", "dense", "dropout", "fake_logit", "temperature", "fake_probability"]
-    assert detector.get_layer("dense").units == 512
+    assert classifier.get_layer("dense").units == 512
 
 
 @pytest.mark.parametrize("head, layer_name", [("pool", "pool"), ("avg_max", "avg_max")])
 def test_global_pooling_heads_build(head, layer_name):
-    detector = model.build(TrainConfig(head=head, image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
-    assert detector.get_layer(layer_name) is not None
-    assert detector.predict(_crops(), verbose=0).shape == (3, 1)
+    classifier = model.build(TrainConfig(head=head, image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
+    assert classifier.get_layer(layer_name) is not None
+    assert classifier.predict(_crops(), verbose=0).shape == (3, 1)
 
 
 def test_save_and_load_round_trip_gives_the_same_predictions(tmp_path):
     train = TrainConfig(front_end="srm", image_size=32, cnn_filters=(4, 8))
-    detector = model.compile_model(model.build(train, crop_size=CROP_SIZE), train, steps_per_epoch=1)
-    detector.save(tmp_path / "detector.keras")
-    loaded = model.load(tmp_path / "detector.keras")
-    np.testing.assert_allclose(loaded.predict(_crops(), verbose=0), detector.predict(_crops(), verbose=0), atol=1e-6)
+    classifier = model.compile_model(model.build(train, crop_size=CROP_SIZE), train, steps_per_epoch=1)
+    classifier.save(tmp_path / "classifier.keras")
+    loaded = model.load(tmp_path / "classifier.keras")
+    np.testing.assert_allclose(loaded.predict(_crops(), verbose=0), classifier.predict(_crops(), verbose=0), atol=1e-6)
     assert isinstance(loaded.get_layer("srm"), model.SRMResiduals)
 
 
@@ -63,10 +63,10 @@ def test_srm_residuals_are_zero_on_a_flat_image_and_bounded():
 
 def test_the_temperature_divides_the_logit_and_survives_save_and_load(tmp_path):
     train = TrainConfig(image_size=32, cnn_filters=(4,), head="pool")
-    detector = model.build(train, crop_size=CROP_SIZE)
-    logit = model.logits(detector).predict(_crops(), verbose=0)
-    model.set_temperature(detector, 4.0)
-    detector.save(tmp_path / "calibrated.keras")
+    classifier = model.build(train, crop_size=CROP_SIZE)
+    logit = model.logits(classifier).predict(_crops(), verbose=0)
+    model.set_temperature(classifier, 4.0)
+    classifier.save(tmp_path / "calibrated.keras")
     loaded = model.load(tmp_path / "calibrated.keras")
     assert model.temperature(loaded) == pytest.approx(4.0)
     np.testing.assert_allclose(loaded.predict(_crops(), verbose=0), 1 / (1 + np.exp(-logit / 4.0)), atol=1e-5)
@@ -112,7 +112,7 @@ def test_image_size_below_the_backbone_minimum_is_a_config_error():
         model.build(TrainConfig(backbone="inception_resnet_v2", image_size=64), crop_size=CROP_SIZE)
 
 
-def _saved_srm_detector(path: Path, image_size: int = CROP_SIZE) -> Path:
+def _saved_srm_classifier(path: Path, image_size: int = CROP_SIZE) -> Path:
     train = TrainConfig(front_end="srm", image_size=image_size, cnn_filters=(4, 8))
     model.build(train, crop_size=CROP_SIZE).save(path)
     return path
@@ -123,16 +123,16 @@ def test_onnx_export_agrees_with_keras_for_any_batch_size_and_records_the_keras_
 
     from dfhelpers import files, onnxfile
 
-    keras_path = _saved_srm_detector(tmp_path / "detector.keras")
+    keras_path = _saved_srm_classifier(tmp_path / "classifier.keras")
     onnx_path = model.export_onnx(keras_path)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = model.load(keras_path).predict(_crops(5), verbose=0)
     for n_crops in (1, 5):
         outputs = session.run(None, {session.get_inputs()[0].name: _crops(5)[:n_crops]})[0]
         np.testing.assert_allclose(outputs, expected[:n_crops], atol=1e-4)
-    assert onnx_path == tmp_path / "detector.onnx"
+    assert onnx_path == tmp_path / "classifier.onnx"
     assert onnxfile.recorded_keras_sha256(session) == files.sha256(keras_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.keras", "detector.onnx"]  # no temporaries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier.keras", "classifier.onnx"]  # no temporaries
 
 
 def test_onnx_export_of_a_corrupt_keras_file_is_one_line_naming_it_and_writes_nothing(tmp_path):
@@ -145,16 +145,16 @@ def test_onnx_export_of_a_corrupt_keras_file_is_one_line_naming_it_and_writes_no
 
 
 def test_an_onnx_export_that_disagrees_with_keras_is_refused_and_not_written(tmp_path, monkeypatch):
-    keras_path = _saved_srm_detector(tmp_path / "detector.keras")
+    keras_path = _saved_srm_classifier(tmp_path / "classifier.keras")
     monkeypatch.setattr(model, "ONNX_TOLERANCE", -1.0)  # nothing agrees within a negative tolerance
-    with pytest.raises(ModelLoadError, match="detector.onnx: the ONNX export differs"):
+    with pytest.raises(ModelLoadError, match="classifier.onnx: the ONNX export differs"):
         model.export_onnx(keras_path)
-    assert not (tmp_path / "detector.onnx").exists()
+    assert not (tmp_path / "classifier.onnx").exists()
 
 
 def test_a_model_whose_export_cannot_run_on_onnxruntime_is_a_one_line_error_naming_the_file(tmp_path):
     # antialiased Resizing (image_size != crop_size) becomes TensorFlow's ScaleAndTranslate, no ONNX op
-    keras_path = _saved_srm_detector(tmp_path / "resized.keras", image_size=32)
+    keras_path = _saved_srm_classifier(tmp_path / "resized.keras", image_size=32)
     with pytest.raises(ModelLoadError, match=r"resized.onnx: the ONNX export does not run on onnxruntime") as raised:
         model.export_onnx(keras_path)
     assert "\n" not in str(raised.value) and ".tmp" not in str(raised.value)

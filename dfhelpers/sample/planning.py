@@ -103,7 +103,7 @@ def _shot_rows(member: Identity, video: int, folder: str, split_members: list[Id
         method = "face_swap" if fake % 2 == 0 and others else "self_blend"
         # moving, talking donors first in half the swaps, any identity of the split first in the other
         # half (the rest are fall-backs for group photos): with moving donors always first, a split
-        # with one clip pasted that one face into every swap, and a detector learnt the face, not the blend
+        # with one clip pasted that one face into every swap, and a classifier learnt the face, not the blend
         shuffled = [others[i] for i in rng.permutation(len(others))]
         is_moving_first = rng.random() < MOVING_DONOR_SHARE
         ranked = sorted(shuffled, key=lambda other: not other.has_footage) if is_moving_first else shuffled

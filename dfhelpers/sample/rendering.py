@@ -287,7 +287,7 @@ def _face_blend(rng: np.random.Generator, donor: Optional[tuple[list[np.ndarray]
     # colour transfer: right, half-done, or done and then off by a brightness step and a tint.
     # A self-blend always gets the step (scaled by strength, so a subtle one stays subtle): the
     # face pasted onto itself with a few percent of warp and no colour change shows nothing a
-    # detector could learn, and SBI's pseudo-fakes likewise always change one copy's colour
+    # classifier could learn, and SBI's pseudo-fakes likewise always change one copy's colour
     mode = rng.choice(["right", "partial", "wrong"], p=[0.45, 0.2, 0.35])
     offset = np.zeros(3)
     if mode == "wrong" or not is_swap:
