@@ -12,7 +12,7 @@ Everything runs in this process tree, in one run, on the same files:
   the median of R passes per video.
 - ours, stage: dfhelpers.faces.run_stage with the default faces config on a warm local pool
   (seconds per video = wall time / videos, median of R runs in fresh run folders), and each
-  video alone in this process with one torch thread (as one pool worker runs it), median of R.
+  video alone in this process with one detector thread (as one pool worker runs it), median of R.
 - baseline with equal work: the same sampled frames, decoded the same way, through
   full-resolution per-frame MTCNN (facenet-pytorch's default thresholds, as our stage; crops
   saved as JPEG, as ours), torch's default threads; one warm-up video, median of R passes.
@@ -119,11 +119,11 @@ def run_stage(paths: list[Path], scratch: Path, repeats: int, faces_settings: di
 
 
 def one_video_alone(path: Path, faces_cfg: config.FacesConfig, repeats: int) -> dict:
-    """One video through extract_video + JPEG encoding in this process, one torch thread (as a worker)."""
+    """One video through extract_video + JPEG encoding in this process, one detector thread (as a worker)."""
     if faces_cfg.mtcnn_runtime == "torch":
-        import torch  # noqa: F401  - loaded first, so torch_threads restores the baseline's threads afterwards
+        import torch  # noqa: F401  - loaded first, so torch_num_threads restores the baseline's threads afterwards
 
-    with faces.torch_threads(faces_cfg.torch_threads):
+    with faces.torch_num_threads(faces_cfg.detector_threads):
         detector = facedetect.FaceDetector(faces_cfg)
         cv2.setNumThreads(1)
         work = lambda: [jpeg.encode_jpeg(c, faces_cfg.jpeg_quality)  # noqa: E731

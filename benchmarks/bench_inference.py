@@ -51,7 +51,7 @@ def main() -> int:
     from dfhelpers.config import FacesConfig, ScoreConfig
 
     faces_cfg, score_cfg = FacesConfig(), ScoreConfig()
-    _load_torch_first(faces_cfg.torch_threads)
+    _load_torch_first(faces_cfg.detector_threads)
     from dfhelpers import engine, video
 
     paths = _common.find_videos(args.video_dir, args.recursive, args.limit, args.min_height)
@@ -225,7 +225,7 @@ def _summarize(paths, floors, ours, folder_s, same_frames, as_original, recall, 
           f"where it finds none; agreement (IoU >= 0.5) on matched faces {_pct(agreement)}")
     return {"benchmark": "bench_inference", "videos": len(paths), "frames_per_video": faces_cfg.frames_per_video,
             "detect_size": faces_cfg.detect_size, "thresholds": list(faces_cfg.thresholds), "threads": score_cfg.threads,
-            "torch_threads": faces_cfg.torch_threads, "repeats": args.repeats, "model_weights": weights_note,
+            "detector_threads": faces_cfg.detector_threads, "repeats": args.repeats, "model_weights": weights_note,
             "model_load_s": round(load_s, 2),
             "floor_every_frame_s_per_video": round(every, 3), "floor_sampled_frames_s_per_video": round(sampled_s, 3),
             "ours_folder_s_per_video": round(folder_s, 3), "ours_folder_vs_every_frame_floor": round(folder_s / every, 2),
@@ -258,16 +258,16 @@ def _ensure_model(model_path: Path, build_backbone: str | None, crop_size: int) 
     return f"{build_backbone}, weights=None (random): built here, speed does not depend on the weights"
 
 
-def _load_torch_first(torch_threads: int) -> None:
+def _load_torch_first(n_threads: int) -> None:
     """torch (with Triton) before TensorFlow: the other order segfaults in this environment.
 
-    With faces.torch_threads threads, as the face detector sets them for itself (spin-waiting
+    With n_threads (faces.detector_threads) threads, as the face detector sets them for itself (spin-waiting
     OpenMP threads made detection 5x slower on a busy 2-core machine).
     """
     import torch
     import torchvision.ops  # noqa: F401
 
-    torch.set_num_threads(max(1, torch_threads))
+    torch.set_num_threads(max(1, n_threads))
 
 
 def _timed(work):

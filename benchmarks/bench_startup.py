@@ -12,8 +12,8 @@
   every sampled frame detected in full); one after the other, median of R interpreters. The
   JSON says whether torch and TensorFlow ended up imported (neither, with MTCNN on
   onnxruntime and a model with its ONNX sidecar).
-- OMP_NUM_THREADS is --torch-threads in the children, as the face detector sets its
-  threads for itself (faces.torch_threads, also onnxruntime's).
+- OMP_NUM_THREADS is --detector-threads in the children, as the face detector sets its
+  threads for itself (faces.detector_threads, torch's or onnxruntime's).
 - shell: `dfdetect predict VIDEO --model M --json --quiet` R times: seconds from the command's
   start to its first result line and to its exit; start-up = time to the first result minus
   the warm per-video work; the process's peak RSS (wait4).
@@ -89,7 +89,7 @@ def main() -> None:
     machine = _common.machine()
     _common.print_machine(machine)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": str(args.torch_threads)}
+           "OMP_NUM_THREADS": str(args.detector_threads)}
     phase_runs = [_phases(args.video, args.model, env) for _ in range(args.repeats)]
     phases = _median_dicts([run["marks"] for run in phase_runs])
     phase_rss = _median_dicts([run["peak_rss_mb"] for run in phase_runs])
@@ -118,8 +118,9 @@ def main() -> None:
     print(f"dfdetect predict on a folder of {folder['videos']} videos: peak RSS {folder['peak_rss_mb']:.0f} MB, RSS after "
           f"video {folder['quarter']} {folder['rss_quarter_mb']:.0f} MB and after the last {folder['rss_end_mb']:.0f} MB "
           f"({folder['growth_mb_per_video']:+.1f} MB/video); {folder['seconds']:.1f} s in all", flush=True)
-    summary = {"benchmark": "bench_startup", "repeats": args.repeats, **runtime, "torch_threads": args.torch_threads,
-               "phases_s": phases, "phases_min_max_s": {name: _min_max(phase_runs, name) for name in phases},
+    summary = {"benchmark": "bench_startup", "repeats": args.repeats, **runtime,
+               "detector_threads": args.detector_threads, "phases_s": phases,
+               "phases_min_max_s": {name: _min_max(phase_runs, name) for name in phases},
                "phases_cpu_s": phase_cpu, "phase_peak_rss_mb": phase_rss,
                "first_result_s": round(first_s, 2), "first_result_min_max_s": _min_max(shell, "first_result_s"),
                "startup_s": round(startup_s, 2),
@@ -224,8 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("video", type=Path, help="the one video timed from the shell")
     parser.add_argument("--model", type=Path, required=True,
                         help="a .keras model per the model contract (with or without its M.onnx), or an M.onnx")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch threads (OMP_NUM_THREADS) in the children, as faces.torch_threads (default 1)")
+    parser.add_argument("--detector-threads", type=int, default=1,
+                        help="face detector threads (OMP_NUM_THREADS) in the children, as faces.detector_threads "
+                             "(default 1)")
     parser.add_argument("--folder", type=Path, default=None, help="videos for the memory run (default: VIDEO)")
     parser.add_argument("--folder-videos", type=int, default=50, help="videos in the memory run (symlinks, cycled)")
     parser.add_argument("--min-height", type=int, default=0, help="only --folder videos at least this high")

@@ -104,7 +104,7 @@ class FacesConfig:
     workers: int = 2  # local processes; each loads MTCNN once
     # MTCNN's threads per worker (torch's or onnxruntime's intra-op threads): workers x threads
     # should not exceed the cores
-    torch_threads: int = 1
+    detector_threads: int = 1
     scheduler: Optional[str] = None  # Dask scheduler address (tcp://host:8786) to run on a cluster
 
     def __post_init__(self) -> None:
@@ -207,7 +207,7 @@ class ScoreConfig:
     confident_real_share: float = 0.9  # ... and decide the video when more than this share is (the winner's 0.9)
     per_track: Literal["max", "all"] = "max"  # several people: the most suspicious track decides; "all" pools faces
     batch_size: int = 64  # faces per model call: all faces of a 32-frame video in one or two calls
-    threads: int = 2  # videos decoded and detected at once; 2 keeps both cores busy (one torch thread each)
+    threads: int = 2  # videos decoded and detected at once; 2 keeps both cores busy (1 detector thread each)
     save_crops: bool = True  # keep the scored crops (test_faces/) for the frame-score timeline plots
     n_timelines: int = 4  # confidently wrong videos shown as frame-score timelines in notebook 05
     bootstrap: int = 1000  # resamples of the videos for each metric's interval; 0 = no intervals

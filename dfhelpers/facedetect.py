@@ -36,7 +36,7 @@ class FaceDetector:
 
             # MTCNN's R/O-net stages are thousands of tiny ops: more threads than free cores made
             # detection 5x slower on a busy 2-core machine (OpenMP spin-waiting)
-            torch.set_num_threads(max(1, faces_cfg.torch_threads))
+            torch.set_num_threads(max(1, faces_cfg.detector_threads))
             # select_largest: faces come back largest first, as in the original keep_all workflow
             self._mtcnn = MTCNN(keep_all=True, thresholds=list(faces_cfg.thresholds),
                                 min_face_size=faces_cfg.min_face_size, select_largest=True, device="cpu")
@@ -47,7 +47,7 @@ class FaceDetector:
         else:
             from dfhelpers import mtcnn
 
-            self._mtcnn = mtcnn.Mtcnn(faces_cfg.thresholds, faces_cfg.min_face_size, threads=faces_cfg.torch_threads)
+            self._mtcnn = mtcnn.Mtcnn(faces_cfg.thresholds, faces_cfg.min_face_size, threads=faces_cfg.detector_threads)
 
     def detect(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per frame: boxes (k, 4) float32 full-resolution x1, y1, x2, y2 and probs (k,) float32.

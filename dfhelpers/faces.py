@@ -98,13 +98,13 @@ def summarize(statuses: pd.DataFrame) -> pd.DataFrame:
 
 
 def local_executor(faces_cfg: FacesConfig) -> concurrent.futures.ProcessPoolExecutor:
-    """A process pool whose workers each load MTCNN once, use torch_threads threads, and exit
+    """A process pool whose workers each load MTCNN once, use faces.detector_threads threads, and exit
     when this process dies (a killed kernel leaves no 1 GB orphans; see dfhelpers.workers)."""
     return workers.process_pool(faces_cfg.workers, _init_worker, (faces_cfg,))
 
 
 @contextlib.contextmanager
-def torch_threads(n_threads: int) -> Iterator[None]:
+def torch_num_threads(n_threads: int) -> Iterator[None]:
     """Use n_threads torch threads inside the block, then restore the caller's setting.
 
     More threads than free cores is far slower than fewer: on a busy 2-core machine MTCNN
@@ -130,7 +130,7 @@ _DETECTORS: dict[FacesConfig, facedetect.FaceDetector] = {}  # per process: MTCN
 
 
 def _init_worker(faces_cfg: FacesConfig) -> None:
-    """Pool initializer: load MTCNN (which takes torch_threads threads); one OpenCV thread per worker."""
+    """Pool initializer: load MTCNN (which takes detector_threads threads); one OpenCV thread per worker."""
     cv2.setNumThreads(1)
     _detector_for(faces_cfg)
 
@@ -271,7 +271,7 @@ def _open_runner(cfg: Config, executor: Optional[concurrent.futures.Executor],
         client = stack.enter_context(Client(cfg.faces.scheduler))
         return _Runner(client.get_executor(), many)
     if cfg.faces.workers <= 1:
-        stack.enter_context(torch_threads(cfg.faces.torch_threads))  # this process is the worker
+        stack.enter_context(torch_num_threads(cfg.faces.detector_threads))  # this process is the worker
         return _Runner(_InlineExecutor(), 1)
     restart = functools.partial(local_executor, cfg.faces)
     return _Runner(stack.enter_context(restart()), 2 * cfg.faces.workers, restart)

@@ -233,7 +233,7 @@ class FaceLibrary:
 
             faces_cfg = FacesConfig(detect_size=detect_size, thresholds=(0.7, 0.8, 0.9), min_face_prob=0.0,
                                     batch_size=1, margin=0, max_faces_per_frame=None, mtcnn_runtime="onnxruntime",
-                                    torch_threads=1, redetect_misses=False)
+                                    detector_threads=1, redetect_misses=False)
             self._detectors[detect_size] = FaceDetector(faces_cfg)
         found = self._detectors[detect_size].detect_with_landmarks(images)
         return [_sorted_faces(boxes, points) for boxes, _, points in found]
