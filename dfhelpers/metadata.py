@@ -90,8 +90,8 @@ def attach_persons(videos: pd.DataFrame, persons_csv: str | Path) -> pd.DataFram
     return videos.assign(person=videos["video"].map(mapping).fillna(""))
 
 
-def label_counts(videos: pd.DataFrame) -> pd.DataFrame:
-    """REAL/FAKE counts per part (rows) with a total row and column."""
+def videos_per_part(videos: pd.DataFrame) -> pd.DataFrame:
+    """REAL/FAKE video counts per part (rows) with a total row and column."""
     counts = pd.crosstab(videos["part"], videos["label"]).reindex(columns=list(LABELS), fill_value=0)
     counts.loc["total"] = counts.sum()
     return counts.assign(total=counts.sum(axis=1)).rename_axis(columns=None)

@@ -12,8 +12,8 @@ LABEL_COLORS = {"REAL": "tab:blue", "FAKE": "tab:red"}
 # --- 01 data ------------------------------------------------------------------------------
 
 
-def label_counts(counts: pd.DataFrame) -> plt.Figure:
-    """Grouped bars of REAL and FAKE videos per part (the table from metadata.label_counts)."""
+def videos_per_part(counts: pd.DataFrame) -> plt.Figure:
+    """Grouped bars of REAL and FAKE videos per part (the table from metadata.videos_per_part)."""
     per_part = counts.drop(index="total", errors="ignore")[["REAL", "FAKE"]]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(per_part) + 2), 3.2))
     per_part.plot.bar(ax=ax, color=[LABEL_COLORS["REAL"], LABEL_COLORS["FAKE"]], rot=0)

@@ -158,7 +158,7 @@ def evaluate(predictions: pd.DataFrame, threshold: float = 0.5, faces: pd.DataFr
     boot = {"n": int(n_bootstrap), "seed": int(seed), "confidence": float(confidence), "unit": "video"}
     metrics: dict[str, Any] = {"n_videos": int(len(predictions)), "n_labelled": int(len(labelled)),
                                **status_counts(predictions), "threshold": float(threshold),
-                               "label_counts": label_counts(predictions), "bootstrap": boot}
+                               "label_counts": _label_totals(predictions), "bootstrap": boot}
     metrics.update(measure(_video_samples(labelled), threshold, boot))
     metrics["confusion"] = confusion(predictions, threshold)
     if faces is not None:
@@ -274,12 +274,6 @@ def confusion(predictions: pd.DataFrame, threshold: float = 0.5) -> dict[str, An
     return {"labels": list(LABELS), "matrix": matrix.astype(int).tolist()}
 
 
-def label_counts(predictions: pd.DataFrame) -> dict[str, int]:
-    """Videos per true label, with the unlabelled ones counted apart."""
-    counts = {label: int((predictions["label"] == label).sum()) for label in LABELS}
-    return dict(counts, unlabelled=int((~predictions["label"].isin(LABELS)).sum()))
-
-
 def status_counts(predictions: pd.DataFrame) -> dict[str, int]:
     """How many videos got the prior, by reason: no face, too few faces, unreadable (and all of them)."""
     kinds = predictions["status"].astype(str).str.split(":").str[0]
@@ -378,6 +372,12 @@ def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
 
 
 # --- private helpers -------------------------------------------------------------------
+
+
+def _label_totals(predictions: pd.DataFrame) -> dict[str, int]:
+    """Videos per true label, with the unlabelled ones counted apart (metrics.json's label_counts)."""
+    counts = {label: int((predictions["label"] == label).sum()) for label in LABELS}
+    return dict(counts, unlabelled=int((~predictions["label"].isin(LABELS)).sum()))
 
 
 def _eer_of_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:

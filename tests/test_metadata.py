@@ -65,8 +65,8 @@ def test_persons_csv_fills_the_person_column(two_parts, tmp_path):
     assert videos.loc["fake_a2.mp4", "person"] == ""
 
 
-def test_label_counts_per_part_with_totals(two_parts):
-    counts = metadata.label_counts(metadata.read_videos(two_parts))
+def test_videos_per_part_counts_each_label_with_totals(two_parts):
+    counts = metadata.videos_per_part(metadata.read_videos(two_parts))
     assert counts.loc["total", "FAKE"] == 2 and counts.loc["total", "total"] == 4
     assert counts.loc["dfdc_train_part_1", "REAL"] == 1
 
