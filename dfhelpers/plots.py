@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from dfhelpers.runfolder import LABELS
+
 LABEL_COLORS = {"REAL": "tab:blue", "FAKE": "tab:red"}
 
 
@@ -14,9 +16,9 @@ LABEL_COLORS = {"REAL": "tab:blue", "FAKE": "tab:red"}
 
 def videos_per_part(counts: pd.DataFrame) -> plt.Figure:
     """Grouped bars of REAL and FAKE videos per part (the table from metadata.videos_per_part)."""
-    per_part = counts.drop(index="total", errors="ignore")[["REAL", "FAKE"]]
+    per_part = counts.drop(index="total", errors="ignore")[list(LABELS)]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(per_part) + 2), 3.2))
-    per_part.plot.bar(ax=ax, color=[LABEL_COLORS["REAL"], LABEL_COLORS["FAKE"]], rot=0)
+    per_part.plot.bar(ax=ax, color=[LABEL_COLORS[label] for label in LABELS], rot=0)
     ax.set_xlabel("")
     ax.set_ylabel("videos")
     ax.set_title("Videos per part and label")
@@ -40,7 +42,7 @@ def crop_grid(crops: pd.DataFrame, root, per_label: int = 8, columns: int = 4, s
     rng = np.random.default_rng(seed)
     n_rows = max(1, -(-per_label // columns))
     fig = plt.figure(figsize=(2 * columns * 1.5 + 0.5, n_rows * 1.7 + 0.5))
-    for panel, label in zip(fig.subfigures(1, 2, wspace=0.04), ["REAL", "FAKE"]):
+    for panel, label in zip(fig.subfigures(1, 2, wspace=0.04), LABELS):
         labelled = crops[crops["label"] == label]
         chosen = labelled.iloc[np.sort(rng.choice(len(labelled), min(per_label, len(labelled)), replace=False))]
         panel.suptitle(f"{label} ({len(labelled)} crops)", color=LABEL_COLORS[label])
@@ -67,8 +69,8 @@ def split_counts(summary: pd.DataFrame) -> plt.Figure:
     splits = list(dict.fromkeys(per_label.index.get_level_values("split")))
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     for ax, column in zip(axes, ["groups", "videos", "crops"]):
-        table = per_label[column].unstack("label").reindex(index=splits, columns=list(LABEL_COLORS), fill_value=0)
-        table.plot.bar(ax=ax, color=list(LABEL_COLORS.values()), rot=0, legend=column == "crops")
+        table = per_label[column].unstack("label").reindex(index=splits, columns=list(LABELS), fill_value=0)
+        table.plot.bar(ax=ax, color=[LABEL_COLORS[label] for label in LABELS], rot=0, legend=column == "crops")
         ax.set_title(f"{column.capitalize()} per split")
         ax.set_xlabel("")
         for container in ax.containers:
@@ -108,7 +110,7 @@ def video_roc(predictions: pd.DataFrame) -> plt.Figure:
     """ROC curve of the labelled videos (columns label, score), AUC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    labelled = predictions[predictions["label"].isin(["REAL", "FAKE"])]
+    labelled = predictions[predictions["label"].isin(LABELS)]
     is_fake = (labelled["label"] == "FAKE").astype(int)
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
     ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="chance")
@@ -144,7 +146,7 @@ def video_score_histogram(predictions: pd.DataFrame, threshold: float = 0.5) -> 
     """Histogram of video scores by true label (unlabelled in grey), threshold marked."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     bins = np.linspace(0, 1, 21)
-    labels = predictions["label"].where(predictions["label"].isin(["REAL", "FAKE"]), "unlabelled")
+    labels = predictions["label"].where(predictions["label"].isin(LABELS), "unlabelled")
     for label, color in [*LABEL_COLORS.items(), ("unlabelled", "0.6")]:
         scores = predictions.loc[labels == label, "score"]
         if len(scores):
