@@ -16,8 +16,7 @@ from dfhelpers.errors import ConfigError
 
 
 # --- one frozen dataclass per stage -------------------------------------------------------
-# Every number a stage uses lives here, with the reason for its default. Unknown keys and
-# wrong types are errors that name the key and the file.
+# Every number a stage uses, with the reason for its default; unknown keys and wrong types are errors.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +73,9 @@ class FacesConfig:
     sampling: Literal["even", "every_k", "all"] = "even"  # "all" is the original per-frame loop
     frames_per_video: int = 32  # the DFDC winner's choice: enough faces for a stable video score
     every_k: int = 10  # used when sampling == "every_k"
-    # longest side of the copy MTCNN sees: 1080p has 9x the pixels of 640x360; faces down to
-    # min_face_size x 3 = 60 px in a 1080p frame are still found
-    detect_size: int = 640
-    # P/R/O-net thresholds: facenet-pytorch's defaults. The original workflow's (0.9, 0.9, 0.9) stays
-    # available, but on a downscaled copy it drops dim or small real faces (a 105 px DFDC face: 4 of 32
-    # frames kept), and a video without enough faces falls back to the prior
+    detect_size: int = 640  # longest side of MTCNN's copy: 1/9 of 1080p's pixels; 1080p faces >= 60 px still found
+    # P/R/O-net thresholds: facenet-pytorch's defaults. The original (0.9, 0.9, 0.9) drops dim or small faces
+    # on the downscaled copy (a 105 px DFDC face: 4 of 32 frames kept; too few faces, and the video gets the prior)
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_face_size: int = 20  # px on the detection copy; MTCNN's own default
     min_face_prob: float = 0.7  # as the O-net threshold: a face MTCNN accepts is kept (the original: 0.9)
@@ -87,24 +83,19 @@ class FacesConfig:
     crop_size: int = 160  # the original workflow's crop and model input size
     batch_size: int = 8  # frames per MTCNN call: as fast as 16 on CPU, ~150 MB less per worker at 1080p
     max_faces_per_frame: Optional[int] = None  # null keeps every face, as the original keep_all=True
-    # a face stays on its track when its centre moved at most this many face widths since the track's
-    # last box: 32 frames of a 10 s video are 0.3 s apart, too far for box overlap on a turning head
+    # face widths a face's centre may move from its track's last box: frames 0.3 s apart defeat box overlap
     track_max_shift: float = 1.0
     jpeg_quality: int = 95  # OpenCV's default, what the original save_path wrote; small artefacts
-    # a sampled frame without a face on the detect_size copy is detected again at full resolution:
-    # small or dim faces the copy loses are found, and only such frames pay (recall on real footage)
+    # a frame without a face on the copy is detected again at full size (small, dim faces); only those frames pay
     redetect_misses: bool = True
-    # every k-th sampled frame is detected in full; the frames between are searched only in a window
-    # twice each face's size around the faces found there (dfhelpers.tracking), and detected in full
-    # when a face is lost. 1: every frame in full (how crops were made before this setting)
+    # every k-th sampled frame is detected in full, the frames between only in windows twice each face's
+    # size around the faces found there (dfhelpers.tracking), in full when a face is lost; 1: all in full
     detect_every: int = 4
     # "onnxruntime": facenet-pytorch's weights and cascade in dfhelpers.mtcnn, no torch in the process
     # (0.2 s to import instead of ~4 s, ~550 MB less); "torch": facenet-pytorch itself; the same faces
     mtcnn_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     workers: int = 2  # local processes; each loads MTCNN once
-    # MTCNN's threads per worker (torch's or onnxruntime's intra-op threads): workers x threads
-    # should not exceed the cores
-    detector_threads: int = 1
+    detector_threads: int = 1  # MTCNN's intra-op threads per worker, either runtime: workers x threads <= cores
     scheduler: Optional[str] = None  # Dask scheduler address (tcp://host:8786) to run on a cluster
 
     def __post_init__(self) -> None:
@@ -138,27 +129,20 @@ class TrainConfig:
     """Model and fitting (dfhelpers.model, dfhelpers.inputs, dfhelpers.train)."""
 
     model_name: str = "classifier"  # models/<model_name>.keras, .history.csv, .json
-    # what the FAKE class is trained on: "given" the FAKE crops of the split; "self_blend" pseudo-fakes
-    # made on the fly from the REAL crops (Shiohara & Yamasaki 2022: no generator's fingerprint to
-    # memorise, and REAL videos alone suffice); "mixed" both
+    # the FAKE class: "given" the split's FAKE crops; "self_blend" pseudo-fakes made on the fly from REAL
+    # crops (Shiohara & Yamasaki 2022: no generator's fingerprint to memorise, REAL videos suffice); "mixed" both
     fakes: Literal["given", "self_blend", "mixed"] = "given"
-    # a temperature fitted on the val split makes P(FAKE) honest (val log loss, model card);
-    # "none" keeps the raw sigmoid
-    calibration: Literal["temperature", "none"] = "temperature"
-    # never sharpen: a model sure of itself on val is not sure on footage unlike its training data
-    min_temperature: float = 1.0
+    calibration: Literal["temperature", "none"] = "temperature"  # fitted on val: honest P(FAKE); "none": raw sigmoid
+    min_temperature: float = 1.0  # never sharpen: a model sure of itself on val is not sure on unfamiliar footage
     backbone: str = "small_cnn"  # see dfhelpers.model.BACKBONES
     weights: Optional[Literal["imagenet"]] = None  # "imagenet" needs a network on first use
     head: Literal["flatten", "pool", "avg_max"] = "flatten"  # "flatten": the original Flatten-Dense512-Dropout head;
     # "pool": global average pooling; "avg_max": average and max pooling side by side
     image_size: int = 160  # the original input size; crops are resized to it inside the model
-    # pretrained backbones: the backbone's layers before the one of this name are frozen (e.g.
-    # "block4_expand_conv" for efficientnet_lite0: the stem and the 80 and 40 px stages, whose generic
-    # edge filters ImageNet already taught; half the training time on a CPU). null trains every layer
+    # layers before the one of this name are frozen, e.g. "block4_expand_conv" for efficientnet_lite0 (stem,
+    # 80 and 40 px stages: generic edges ImageNet taught; half the CPU training time); null trains every layer
     trainable_from: Optional[str] = None
-    # the backbone's BatchNormalization layers keep their ImageNet statistics (inference mode, frozen):
-    # the Keras fine-tuning advice for small data; false lets them adapt to face crops
-    freeze_bn: bool = False
+    freeze_bn: bool = False  # true: BatchNorm keeps ImageNet statistics (Keras' small-data advice); false: adapts
     front_end: Literal["none", "srm"] = "none"  # "srm": add fixed high-pass (SRM) residuals to RGB; weights null only
     srm_truncation: float = 3.0  # residuals clipped to +-T grey levels, as in SRM steganalysis
     cnn_filters: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn: one conv block per entry, each halves the size
@@ -236,39 +220,38 @@ class Config:
     @property
     def manifests_dir(self) -> Path:
         return self.work_dir / "manifests"
-
     @property
     def videos_csv(self) -> Path:
         return self.manifests_dir / "videos.csv"
-
     @property
     def faces_csv(self) -> Path:
         return self.manifests_dir / "faces.csv"
-
-    @property
-    def faces_dir(self) -> Path:
-        return self.work_dir / "faces"
-
     @property
     def split_csv(self) -> Path:
         return self.manifests_dir / "split.csv"
 
     @property
+    def faces_dir(self) -> Path:
+        return self.work_dir / "faces"
+    @property
+    def test_faces_dir(self) -> Path:
+        return self.work_dir / "test_faces"
+    @property
+    def executed_dir(self) -> Path:
+        return self.work_dir / "executed"
+
+    @property
     def models_dir(self) -> Path:
         return self.work_dir / "models"
-
     @property
     def model_path(self) -> Path:
         return self.models_dir / f"{self.train.model_name}.keras"
-
     @property
     def history_csv(self) -> Path:
         return self.models_dir / f"{self.train.model_name}.history.csv"
-
     @property
     def model_card(self) -> Path:
         return self.models_dir / f"{self.train.model_name}.json"
-
     @property
     def checkpoint_dir(self) -> Path:
         return self.models_dir / f"{self.train.model_name}.backup"
@@ -276,49 +259,34 @@ class Config:
     @property
     def reports_dir(self) -> Path:
         return self.work_dir / "reports"
-
     @property
     def figures_dir(self) -> Path:
         return self.reports_dir / runfolder.FIGURES_DIR
-
     @property
     def train_metrics_json(self) -> Path:
         return self.reports_dir / runfolder.TRAIN_METRICS_JSON
-
     @property
     def predictions_csv(self) -> Path:
         return self.reports_dir / runfolder.PREDICTIONS_CSV
-
     @property
     def metrics_json(self) -> Path:
         return self.reports_dir / runfolder.METRICS_JSON
-
     @property
     def submission_csv(self) -> Path:
         return self.reports_dir / runfolder.SUBMISSION_CSV
-
-    @property
-    def test_faces_dir(self) -> Path:
-        return self.work_dir / "test_faces"
-
-    @property
-    def executed_dir(self) -> Path:
-        return self.work_dir / "executed"
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Load a run configuration from YAML, then apply overrides.
 
-    Relative paths in the file are resolved against the file's own folder, so a config
-    works from any working directory. Overrides use dotted keys (``{"train.epochs": 3}``)
-    or nested dicts, and are type-checked like the file. The environment variable
-    ``DFDETECT_OVERRIDES`` (a YAML/JSON mapping of the same form) is applied between the
-    file and ``overrides``: it lets the test suite run the notebooks unchanged on a smaller
-    run (``make test`` sets it), and a cluster job shift ``work_dir`` without editing files.
+    Relative paths resolve against the file's folder, so a config works from any directory.
+    Overrides use dotted keys (``{"train.epochs": 3}``) or nested dicts, type-checked like the
+    file. ``DFDETECT_OVERRIDES`` (a YAML/JSON mapping of the same form) applies between the two:
+    ``make test`` runs the notebooks unchanged on a smaller run, a cluster job moves ``work_dir``.
 
     Raises:
-        ConfigError: the file is missing or not YAML, a key is unknown, a value has the
-            wrong type, or a required key (work_dir, data_dirs) is absent.
+        ConfigError: the file is missing or not YAML, a key is unknown, a value has the wrong
+            type, or a required key (work_dir, data_dirs) is absent.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -377,7 +345,6 @@ def _env_overrides() -> dict[str, Any]:
     return overrides
 
 
-
 def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for key, value in _flatten(overrides).items():
@@ -410,9 +377,7 @@ def _build(cls: type, raw: Any, where: str, prefix: str) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(raw) - fields)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(fields))}")
     values: dict[str, Any] = {}
     for name in sorted(fields):
         key = f"{prefix}{name}"
@@ -456,22 +421,14 @@ def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
             return Path(value)
         raise fail
     if hint is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise fail
-        if isinstance(value, (int, float)):
+        try:  # a string too: PyYAML reads 1e-4 (no dot) as one
             return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise fail from None
-        raise fail
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise fail
-    if hint in (str, bool):
-        if isinstance(value, hint):
+        except ValueError:
+            raise fail from None
+    if hint in (int, str, bool):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value
         raise fail
     return value
@@ -486,9 +443,8 @@ def _describe(hint: Any) -> str:
         return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin in (list, tuple):
         return f"a list of {_describe(args[0])}" if args else "a list"
-    return {Path: "a path", float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(
-        hint, str(hint)
-    )
+    names = {Path: "a path", float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+    return names.get(hint, str(hint))
 
 
 def _test_dirs(test_dir: Any, test_dirs: Any, where: str, base_dir: Path) -> tuple[Path, ...]:
