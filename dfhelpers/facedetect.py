@@ -9,6 +9,7 @@ import numpy as np
 
 from dfhelpers import compat
 from dfhelpers.config import FacesConfig
+from dfhelpers.errors import ConfigError
 
 # dfhelpers.tracking's windows: scaled to 128 px, a face twice smaller than its window is 64 px
 # there; the pyramid's first level finds faces of 24 px (P-net's 12 px cells at scale 0.5)
@@ -31,8 +32,12 @@ class FaceDetector:
         self.faces_cfg = faces_cfg
         if faces_cfg.mtcnn_runtime == "torch":
             compat.avoid_triton_after_tensorflow()  # a notebook may have loaded TensorFlow first
-            import torch
-            from facenet_pytorch import MTCNN  # imported here: torch is heavy and only this runtime needs it
+            try:  # imported here: torch is heavy and only this runtime needs it
+                import torch
+                from facenet_pytorch import MTCNN
+            except ImportError as err:
+                raise ConfigError(f"faces.mtcnn_runtime: torch needs torch and facenet-pytorch ({err}); "
+                                  "pip install 'dfdetect[torch]', or use the default onnxruntime") from err
 
             # MTCNN's R/O-net stages are thousands of tiny ops: more threads than free cores made
             # detection 5x slower on a busy 2-core machine (OpenMP spin-waiting)

@@ -64,3 +64,18 @@ def test_faces_and_the_pretrained_backbone_need_no_torch():
     assert result.returncode == 0, result.stderr[-2000:]
     n_faces, prob, n_params = result.stdout.split()
     assert n_faces == "1" and float(prob) > 0.9 and int(n_params) > 3_000_000
+
+
+def test_the_torch_runtime_without_torch_says_which_extra_to_install():
+    code = WITHOUT_TORCH.split("from skimage")[0] + """
+from dfhelpers.config import FacesConfig
+from dfhelpers.errors import ConfigError
+from dfhelpers.facedetect import FaceDetector
+try:
+    FaceDetector(FacesConfig(mtcnn_runtime="torch"))
+except ConfigError as err:
+    print(err)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=PROJECT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pip install 'dfdetect[torch]'" in result.stdout and len(result.stdout.strip().splitlines()) == 1
