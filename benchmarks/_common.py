@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -99,12 +100,23 @@ def median_seconds(work: Callable[[], Any], repeats: int) -> float:
 
 def write_result(summary: dict[str, Any], out: Path | None) -> None:
     """Print the summary as the last line; with --out also write it with the command and commit that produced it."""
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), **summary}
-    line = json.dumps(record)
+    record = _measured({"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), **summary})
+    line = json.dumps(record, allow_nan=False)
     print(line, flush=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _measured(value: Any) -> Any:
+    """NaN (the mean of nothing: a baseline run on 0 frames) becomes null: not measured, not 0."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _measured(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_measured(item) for item in value]
+    return value
 
 
 def commit() -> str:

@@ -210,8 +210,9 @@ def summarize(paths, floors, stage, single, baseline, original, recall, args, fa
           f"{single_spread[1]:.2f}-{single_spread[2]:.2f} s over videos")
     print(f"baseline, the same sampled frames through full-resolution MTCNN ({baseline['threads']} torch threads): "
           f"{baseline_s:.2f} s/video = {baseline_s / stage_s:.1f}x our stage, {baseline_s / single_s:.1f}x one video alone")
-    print(f"as original, every frame at full resolution (extrapolated from {args.baseline_frames} frames): "
-          f"{original_s:.1f} s/video = {original_s / stage_s:.0f}x our stage")
+    if args.baseline_frames:
+        print(f"as original, every frame at full resolution (extrapolated from {args.baseline_frames} frames): "
+              f"{original_s:.1f} s/video = {original_s / stage_s:.0f}x our stage")
     frame_recall = 1 - recall["missed_frames"] / recall["ref_frames"] if recall["ref_frames"] else None
     agreement = recall["agreeing"] / recall["matched"] if recall["matched"] else None
     print(f"recall: full-resolution MTCNN finds a face on {recall['ref_frames']} of {recall['frames']} sampled frames; "

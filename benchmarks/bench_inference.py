@@ -218,8 +218,9 @@ def _summarize(paths, floors, ours, folder_s, same_frames, as_original, recall, 
           f"every-frame floor (mean over videos); statuses {sorted(statuses)}")
     print(f"baseline, the same sampled frames through full-resolution MTCNN, then the same model: {baseline_s:.2f} s/video "
           f"= {baseline_s / alone:.1f}x one video alone, {baseline_s / folder_s:.1f}x the folder figure")
-    print(f"as original, every frame at full resolution, one model.predict per face (extrapolated from "
-          f"{args.baseline_frames} frames): {original_s:.1f} s/video = {original_s / folder_s:.0f}x the folder figure")
+    if args.baseline_frames:
+        print(f"as original, every frame at full resolution, one model.predict per face (extrapolated from "
+              f"{args.baseline_frames} frames): {original_s:.1f} s/video = {original_s / folder_s:.0f}x the folder figure")
     print(f"recall: full-resolution MTCNN finds a face on {recall['ref_frames']} of {recall['frames']} sampled frames; "
           f"we miss {recall['missed_frames']} ({_pct(frame_recall)} recall) and find one on {recall['invented_frames']} "
           f"where it finds none; agreement (IoU >= 0.5) on matched faces {_pct(agreement)}")

@@ -103,3 +103,15 @@ def test_check_on_a_stale_file_fails_with_a_one_line_message(report, results_dir
     assert report.main(["--check", "--results", str(results_dir), "--out", str(output)]) == 1
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and str(output) in message and "python benchmarks/report.py" in message
+
+
+def test_a_figure_that_was_not_measured_is_written_as_null(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("_common", REPORT_PATH.parent / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    monkeypatch.setattr("sys.argv", ["bench_faces.py", "VIDEOS", "--baseline-frames", "0"])
+    out = tmp_path / "result.json"
+    common.write_result({"original_s": common.mean([]), "ratios": [1.5, common.mean([])], "seconds": 2.0}, out)
+    record = json.loads(out.read_text())
+    assert record["original_s"] is None and record["ratios"] == [1.5, None] and record["seconds"] == 2.0
+    assert record["command"].endswith("bench_faces.py VIDEOS --baseline-frames 0") and record["commit"]
