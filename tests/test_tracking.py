@@ -74,23 +74,23 @@ def test_the_faces_found_do_not_depend_on_how_the_frames_are_batched(detector):
     whole = tracking.FaceTracker(detector, detect_every=4).detect(frames)
     tracker = tracking.FaceTracker(detector, detect_every=4)
     in_threes = [found for start in range(0, 10, 3) for found in tracker.detect(frames[start:start + 3])]
-    assert len(in_threes) == len(whole) == len(frames)
-    assert all(len(boxes) == 1 for boxes, _, _ in whole)  # a face in every frame: nothing compared is empty
-    for ours, theirs in zip(in_threes, whole):
-        assert len(ours) == len(theirs) == 3  # boxes, probs, points
-        for a, b in zip(ours, theirs):
-            assert np.array_equal(a, b)
+    assert_same_faces(in_threes, whole, len(frames))
 
 
 def test_detect_every_1_detects_every_frame_in_full(detector):
     frames = [face_frame(shift=5 * i) for i in range(5)]
     followed = tracking.FaceTracker(detector, detect_every=1).detect(frames)
     in_full = detector.detect_with_landmarks(frames)
-    assert len(followed) == len(in_full) == len(frames)
-    assert all(len(boxes) == 1 for boxes, _, _ in in_full)  # a face in every frame: nothing compared is empty
-    for ours, theirs in zip(followed, in_full):
-        assert len(ours) == len(theirs) == 3  # boxes, probs, points
-        for a, b in zip(ours, theirs):
+    assert_same_faces(followed, in_full, len(frames))
+
+
+def assert_same_faces(ours: list, theirs: list, n_frames: int) -> None:
+    """Both found one face in each of n_frames frames, with equal boxes, probs and points."""
+    assert len(ours) == len(theirs) == n_frames
+    assert all(len(boxes) == 1 for boxes, _, _ in theirs)  # a face in every frame: nothing compared is empty
+    for found, expected in zip(ours, theirs):
+        assert len(found) == len(expected) == 3  # boxes, probs, points
+        for a, b in zip(found, expected):
             assert np.array_equal(a, b)
 
 
