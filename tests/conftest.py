@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import pytest
 
 # Test modules import TensorFlow and torchvision at collection time, in file order; TensorFlow
@@ -38,3 +39,14 @@ def write_notebook() -> Callable[..., None]:
         nbformat.write(notebook, path)
 
     return write
+
+
+@pytest.fixture
+def predictions():
+    """Six scored videos: two REAL, three FAKE (one without a face), one unlabelled."""
+    return pd.DataFrame({
+        "video": ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4", "u.mp4"],
+        "status": ["ok", "ok", "ok", "ok", "no_face: none", "ok"],
+        "score": [0.9, 0.2, 0.6, 0.7, 0.5, 0.3],
+        "label": ["FAKE", "REAL", "FAKE", "REAL", "FAKE", None],
+    })

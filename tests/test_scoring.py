@@ -108,16 +108,6 @@ def test_video_without_faces_gets_the_prior_and_says_why():
 # --- metrics ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def predictions():
-    return pd.DataFrame({
-        "video": ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4", "u.mp4"],
-        "status": ["ok", "ok", "ok", "ok", "no_face: none", "ok"],
-        "score": [0.9, 0.2, 0.6, 0.7, 0.5, 0.3],
-        "label": ["FAKE", "REAL", "FAKE", "REAL", "FAKE", None],
-    })
-
-
 def test_log_loss_auc_and_accuracy_agree_with_scikit_learn(predictions):
     metrics = scoring.evaluate(predictions, threshold=0.5)
     is_fake = np.array([1, 0, 1, 0, 1])
@@ -288,37 +278,3 @@ def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predic
     assert saved["auc"] is None and saved["n_videos"] == 3
     assert pd.read_csv(run_cfg.submission_csv).columns.tolist() == ["filename", "label"]
     assert written["predictions"] == run_cfg.predictions_csv and written["frame_scores"].is_file()
-
-
-def test_roc_figure_draws_scikit_learns_curve_and_the_auc(predictions):
-    from sklearn.metrics import roc_curve
-
-    from dfhelpers import plots
-
-    labelled = predictions[predictions["label"].notna()]
-    figure = plots.video_roc(predictions)
-    curve = figure.axes[0].lines[1]
-    fpr, tpr, _ = roc_curve((labelled["label"] == "FAKE").astype(int), labelled["score"])
-    assert np.allclose(curve.get_xdata(), fpr) and np.allclose(curve.get_ydata(), tpr)
-    assert curve.get_label() == f"videos (AUC {scoring.evaluate(predictions)['auc']:.3f})"
-    single = plots.video_roc(predictions[predictions["label"] == "FAKE"])
-    assert len(single.axes[0].lines) == 1 and "AUC undefined" in single.axes[0].texts[0].get_text()
-
-
-def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predictions, tmp_path):
-    from dfhelpers import plots
-
-    confusion = plots.video_confusion(scoring.evaluate(predictions)["confusion"])
-    assert [text.get_text() for text in confusion.axes[0].texts] == ["1", "1", "0", "3"]
-    faces = pd.DataFrame({"video": "d.mp4", "frame": list(range(12)) * 2, "track": [0] * 12 + [1] * 12,
-                          "score": np.r_[np.linspace(0.6, 0.8, 12), np.full(12, 0.2)]})
-    wrong = scoring.confidently_wrong(predictions, n=2).assign(track=0)
-    crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.full((160, 160, 3), 255, np.uint8))]}
-    timelines = plots.frame_score_timelines(wrong, faces, crops)
-    track_lines = [line for line in timelines.axes[0].lines if line.get_label().startswith("track")]
-    assert [line.get_label() for line in track_lines] == ["track 0", "track 1"]
-    assert timelines.axes[1].images[0].get_array().shape == (160, 320, 3)  # two crops side by side
-    saved = scoring.save_figures({"timelines": timelines}, tmp_path / "figures")
-    import matplotlib.image
-
-    assert matplotlib.image.imread(saved[0]).shape[1] > 600
