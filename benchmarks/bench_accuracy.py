@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as
 import _common  # noqa: E402
 
 from dfhelpers import config, engine, metadata, scoring  # noqa: E402
+from dfhelpers.metrics import evaluate, metrics_table  # noqa: E402
 
 METRICS = ("auc", "log_loss", "accuracy", "ap", "eer")
 
@@ -53,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             cache_root = Path(args.cache) if args.cache else Path(scratch)
             cache = engine.ScoreCache.for_model(cache_root, Path(args.model), faces_cfg)
             predictions, faces = engine.score_table(videos, scorer, cache, progress=True)
-    metrics = scoring.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=args.bootstrap,
-                               seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
+    metrics = evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=args.bootstrap,
+                       seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
     summary = summarise(metrics, predictions)
-    print(scoring.metrics_table(metrics).to_string(), flush=True)
+    print(metrics_table(metrics).to_string(), flush=True)
     _common.write_result({"benchmark": "accuracy", "model": str(args.model), "model_card": _card(Path(args.model)),
                           "folder": str(args.folder), "groups_from": args.groups_from, "split": args.split,
                           "seconds": round(time.monotonic() - started, 1),

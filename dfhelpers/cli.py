@@ -335,7 +335,7 @@ def _report(name: str, metrics: dict[str, Any], folder: Path) -> str:
     """The text `evaluate` prints for one folder: counts, the metrics table, notes, where files went."""
     import pandas as pd
 
-    from dfhelpers import scoring
+    from dfhelpers.metrics import metrics_table
 
     counts = metrics["label_counts"]
     boot = metrics["bootstrap"]
@@ -344,7 +344,7 @@ def _report(name: str, metrics: dict[str, Any], folder: Path) -> str:
              f"too few faces {metrics['n_few_faces']}, unreadable {metrics['n_unreadable']})",
              f"   {boot['confidence']:.0%} intervals: {boot['n']} bootstrap resamples of the videos, seed {boot['seed']}"]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        lines.append(scoring.metrics_table(metrics).to_string())
+        lines.append(metrics_table(metrics).to_string())
     notes = sorted(set(metrics["notes"] + metrics.get("frame", {}).get("notes", [])))
     notes += [f"{group['column']} {group['value']}: {note}" for group in metrics.get("breakdown", [])
               for note in group["notes"] if note not in notes]

@@ -174,7 +174,7 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ScoreConfig:
-    """Video scoring and metrics (dfhelpers.scoring)."""
+    """Video scoring and metrics (dfhelpers.scoring, dfhelpers.metrics)."""
 
     aggregation: Literal["trimmed_mean", "mean", "median", "confident"] = "trimmed_mean"  # see scoring.AGGREGATIONS
     trim: int = 5  # the original: drop the 5 lowest and 5 highest face scores

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import pandas as pd
 
-from dfhelpers import engine, metadata, runfolder, scoring
+from dfhelpers import engine, metadata, metrics, runfolder, scoring
 from dfhelpers.config import Config, FacesConfig, ScoreConfig
 from dfhelpers.errors import ConfigError, ModelLoadError
 
@@ -62,13 +62,14 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
         if before_scoring is not None and any(cache.load(path) is None for path in videos["path"]):
             before_scoring(scorer)
         predictions, faces = engine.score_table(videos, scorer, cache, progress=progress)
-        metrics = scoring.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=score_cfg.bootstrap,
-                                   seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
+        folder_metrics = metrics.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=score_cfg.bootstrap,
+                                          seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
         name = _unique_name(folder_name, reports_dirs)
         reports_dir = Path(out_dir) if first_in_out_dir and not reports_dirs else Path(out_dir) / name
         reports_dirs[name] = reports_dir
-        scoring.write_evaluation(predictions, faces, metrics, reports_dir)
-        yield name, {"predictions": predictions, "faces": faces, "metrics": metrics, "reports_dir": reports_dir}
+        scoring.write_evaluation(predictions, faces, folder_metrics, reports_dir)
+        yield name, {"predictions": predictions, "faces": faces, "metrics": folder_metrics,
+                     "reports_dir": reports_dir}
 
 
 def evaluation_figures(predictions: pd.DataFrame, metrics: dict[str, Any], threshold: float) -> dict[str, Any]:

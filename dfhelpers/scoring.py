@@ -1,4 +1,4 @@
-"""Face scores to video scores (the original trimmed mean and alternatives), metrics, report files."""
+"""Face scores to video scores (the original trimmed mean and alternatives), videos to show, report files."""
 
 from __future__ import annotations
 
@@ -138,142 +138,6 @@ def is_failed(status: str) -> bool:
     return str(status).split(":")[0] in ("unreadable", "error")
 
 
-# --- metrics ---------------------------------------------------------------------------
-
-
-METRIC_NAMES = ("auc", "ap", "eer", "log_loss", "accuracy")  # the order of every metrics table
-BREAKDOWN_COLUMNS = ("part", "method", "source")  # metadata columns a report is broken down by, when present
-
-
-def evaluate(predictions: pd.DataFrame, threshold: float = 0.5, faces: pd.DataFrame | None = None,
-             n_bootstrap: int = 0, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
-    """Video-level (and, given `faces`, frame-level) metrics over the labelled rows, with a breakdown.
-
-    AUC, AP, EER, log loss (the DFDC metric) and accuracy at `threshold`; with n_bootstrap > 0
-    each gets a `confidence` interval from a seeded bootstrap that resamples videos (the frame
-    level resamples videos too and keeps all their faces). Unlabelled videos are counted, not
-    scored. A metric a set cannot define (AUC of one class) is NaN and `notes` says why.
-    """
-    labelled = predictions[predictions["label"].isin(LABELS)]
-    boot = {"n": int(n_bootstrap), "seed": int(seed), "confidence": float(confidence), "unit": "video"}
-    metrics: dict[str, Any] = {"n_videos": int(len(predictions)), "n_labelled": int(len(labelled)),
-                               **status_counts(predictions), "threshold": float(threshold),
-                               "label_counts": _label_totals(predictions), "bootstrap": boot}
-    metrics.update(measure(_video_samples(labelled), threshold, boot))
-    metrics["confusion"] = confusion(predictions, threshold)
-    if faces is not None:
-        frame_samples = _frame_samples(labelled, faces)
-        metrics["frame"] = dict(measure(frame_samples, threshold, boot),
-                                n_faces=int(sum(len(scores) for scores in frame_samples[1])))
-    if len(labelled) == 0:
-        metrics["notes"].insert(0, "no labelled videos: metrics need labels (a metadata.json beside the videos)")
-    metrics["breakdown"] = breakdown(labelled, threshold, boot)
-    return metrics
-
-
-def measure(samples: tuple[np.ndarray, list[np.ndarray]], threshold: float, boot: dict[str, Any]) -> dict[str, Any]:
-    """Point metrics and bootstrap intervals of per-video samples (is_fake per video, scores per video).
-
-    Each video contributes all its scores (one at video level, its faces at frame level); the
-    bootstrap draws videos with replacement, `boot["n"]` times from `boot["seed"]`.
-    """
-    is_fake, scores = samples
-    point = point_metrics(*_flatten(is_fake, scores), threshold)
-    result: dict[str, Any] = {name: point[name] for name in METRIC_NAMES}
-    result["notes"] = point["notes"]
-    result["intervals"] = {name: [math.nan, math.nan] for name in METRIC_NAMES}
-    if boot["n"] > 0 and len(is_fake):
-        rng = np.random.default_rng(boot["seed"])
-        draws = [point_metrics(*_flatten(is_fake, scores, rng.integers(0, len(is_fake), len(is_fake))), threshold)
-                 for _ in range(boot["n"])]
-        tail = 100 * (1 - boot["confidence"]) / 2
-        for name in METRIC_NAMES:
-            values = np.array([draw[name] for draw in draws], dtype=np.float64)
-            if np.isfinite(values).any():
-                result["intervals"][name] = np.nanpercentile(values, [tail, 100 - tail]).tolist()
-    return result
-
-
-def point_metrics(is_fake: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    """AUC, AP, EER, log loss and accuracy of labels (1 = FAKE) and scores P(FAKE), from scikit-learn.
-
-    AUC, AP and EER need both classes: with one they are NaN and `notes` says why.
-    """
-    from sklearn.metrics import auc, average_precision_score, roc_curve
-
-    result: dict[str, Any] = {name: math.nan for name in METRIC_NAMES}
-    result["notes"] = []
-    if len(is_fake) == 0:
-        return result
-    result["log_loss"] = log_loss(is_fake, scores)
-    result["accuracy"] = float(np.mean((scores >= threshold).astype(int) == is_fake))
-    if len(np.unique(is_fake)) < 2:
-        only = LABELS[int(is_fake[0])]
-        result["notes"].append(f"AUC, AP and EER undefined: every labelled video is {only}; "
-                               "they need both REAL and FAKE videos")
-        return result
-    fpr, tpr, _ = roc_curve(is_fake, scores)  # one curve for AUC and EER: the bootstrap calls this 1000s of times
-    result.update(auc=float(auc(fpr, tpr)), ap=float(average_precision_score(is_fake, scores)),
-                  eer=_eer_of_curve(fpr, tpr))
-    return result
-
-
-def log_loss(is_fake: np.ndarray, scores: np.ndarray) -> float:
-    """Mean binary cross-entropy (natural log), scores clipped to machine epsilon as scikit-learn does."""
-    eps = np.finfo(np.float64).eps
-    probability = np.clip(np.asarray(scores, dtype=np.float64), eps, 1 - eps)
-    is_fake = np.asarray(is_fake, dtype=np.float64)
-    return float(-np.mean(is_fake * np.log(probability) + (1 - is_fake) * np.log(1 - probability)))
-
-
-def breakdown(labelled: pd.DataFrame, threshold: float, boot: dict[str, Any]) -> list[dict[str, Any]]:
-    """Video metrics per value of each metadata column present (part always; method, source if given).
-
-    A group of FAKE videos only (one manipulation method) is measured against every REAL video
-    of the evaluated set, as per-method results are reported in the field; a REAL-only group
-    keeps its own videos (accuracy is then the share called REAL).
-    """
-    rows = []
-    reals = labelled[labelled["label"] == "REAL"]
-    for column in [c for c in BREAKDOWN_COLUMNS if c in labelled.columns]:
-        values = labelled[column].fillna("").astype(str)
-        if column != "part" and (values == "").all():
-            continue
-        for value in sorted(values.unique()):
-            group = labelled[values == value]
-            only_fakes = bool((group["label"] == "FAKE").all()) and len(reals) > 0
-            measured = pd.concat([group, reals]) if only_fakes else group
-            rows.append({"column": column, "value": value or "(none)", "n_videos": int(len(group)),
-                         "against": "all REAL videos" if only_fakes else "itself",
-                         **measure(_video_samples(measured), threshold, boot)})
-    return rows
-
-
-def metrics_table(metrics: dict[str, Any], digits: int = 3) -> pd.DataFrame:
-    """One row per level (video, frame) and breakdown group; cells "0.912 [0.853, 0.961]"."""
-    rows = [("video", "all", metrics["n_labelled"], metrics)]
-    if "frame" in metrics:
-        rows.append(("frame", "all", metrics["frame"].get("n_faces", 0), metrics["frame"]))
-    rows += [(f"{group['column']}", f"{group['value']}" + (" +REAL" if group["against"] != "itself" else ""),
-              group["n_videos"], group) for group in metrics.get("breakdown", [])]
-    table = pd.DataFrame([{"level": level, "group": name, "n": n,
-                           **{metric: _with_interval(result, metric, digits) for metric in METRIC_NAMES}}
-                          for level, name, n, result in rows])
-    return table.set_index(["level", "group"])
-
-
-def confusion(predictions: pd.DataFrame, threshold: float = 0.5) -> dict[str, Any]:
-    """Confusion matrix of the labelled videos: rows true REAL/FAKE, columns predicted REAL/FAKE."""
-    from sklearn.metrics import confusion_matrix
-
-    labelled = predictions[predictions["label"].isin(LABELS)]
-    if labelled.empty:  # scikit-learn refuses empty inputs
-        return {"labels": list(LABELS), "matrix": [[0, 0], [0, 0]]}
-    predicted = np.where(labelled["score"].to_numpy(dtype=np.float64) >= threshold, "FAKE", "REAL")
-    matrix = confusion_matrix(labelled["label"].astype(str), predicted, labels=list(LABELS))
-    return {"labels": list(LABELS), "matrix": matrix.astype(int).tolist()}
-
-
 def status_counts(predictions: pd.DataFrame) -> dict[str, int]:
     """How many videos got the prior, by reason: no face, too few faces, unreadable (and all of them)."""
     kinds = predictions["status"].astype(str).str.split(":").str[0]
@@ -332,12 +196,6 @@ def timeline_crops(faces: pd.DataFrame, videos: pd.DataFrame, work_dir: Path,
     return crops
 
 
-def metrics_tables(metrics_by_folder: dict[str, dict[str, Any]], digits: int = 3) -> pd.DataFrame:
-    """metrics_table of several test folders (cross-dataset runs) under one more index level, folder."""
-    tables = {folder: metrics_table(metrics, digits) for folder, metrics in metrics_by_folder.items()}
-    return pd.concat(tables, names=["folder"]) if tables else pd.DataFrame()
-
-
 # --- report files ----------------------------------------------------------------------
 
 
@@ -372,62 +230,6 @@ def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
 
 
 # --- private helpers -------------------------------------------------------------------
-
-
-def _label_totals(predictions: pd.DataFrame) -> dict[str, int]:
-    """Videos per true label, with the unlabelled ones counted apart (metrics.json's label_counts)."""
-    counts = {label: int((predictions["label"] == label).sum()) for label in LABELS}
-    return dict(counts, unlabelled=int((~predictions["label"].isin(LABELS)).sum()))
-
-
-def _eer_of_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Where the piecewise-linear ROC crosses fpr = 1 - tpr (false positive = false negative rate)."""
-    gap = fpr + tpr - 1.0  # < 0 before the crossing, >= 0 from it on (non-decreasing)
-    after = int(np.argmax(gap >= 0))
-    if after == 0 or gap[after] == 0:
-        return float(fpr[after])
-    before = after - 1
-    share = -gap[before] / (gap[after] - gap[before])
-    return float(fpr[before] + share * (fpr[after] - fpr[before]))
-
-
-def _video_samples(labelled: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(is_fake per video, [its one video score]) of labelled predictions."""
-    is_fake = (labelled["label"] == "FAKE").to_numpy().astype(int)
-    return is_fake, [np.array([score], dtype=np.float64) for score in labelled["score"].to_numpy(dtype=np.float64)]
-
-
-def _frame_samples(labelled: pd.DataFrame, faces: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(is_fake per video, [its face scores]) of the labelled videos with at least one face."""
-    by_video = {video: group["score"].to_numpy(dtype=np.float64)
-                for video, group in faces.groupby("video")} if len(faces) else {}
-    kept = labelled[labelled["video"].isin(by_video)]
-    return (kept["label"] == "FAKE").to_numpy().astype(int), [by_video[video] for video in kept["video"]]
-
-
-def _flatten(is_fake: np.ndarray, scores: list[np.ndarray],
-             picks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-video samples (optionally the videos `picks`, with repeats) as flat (labels, scores)."""
-    picks = np.arange(len(is_fake)) if picks is None else np.asarray(picks)
-    if len(picks) == 0:
-        return np.zeros(0, dtype=int), np.zeros(0, dtype=np.float64)
-    lengths = np.array([len(s) for s in scores], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    picked_lengths = lengths[picks]
-    # index of every score of every picked video, without a Python loop per draw
-    offsets = np.repeat(starts[picks] - np.concatenate([[0], np.cumsum(picked_lengths)[:-1]]), picked_lengths)
-    index = offsets + np.arange(picked_lengths.sum())
-    return np.repeat(np.asarray(is_fake), lengths)[index].astype(int), np.concatenate(scores)[index]
-
-
-def _with_interval(result: dict[str, Any], metric: str, digits: int) -> str:
-    value = result.get(metric, math.nan)
-    if value is None or not math.isfinite(value):
-        return "undefined"
-    low, high = result.get("intervals", {}).get(metric, [math.nan, math.nan])
-    if low is None or not (math.isfinite(low) and math.isfinite(high)):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _final_status(extraction_status: str, scoring_status: str) -> str:

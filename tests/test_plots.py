@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dfhelpers import plots, scoring  # noqa: E402
+from dfhelpers import metrics, plots, scoring  # noqa: E402
 
 
 def _explained(n_videos: int, n_crops: int = 4) -> list[dict]:
@@ -44,13 +44,13 @@ def test_roc_figure_draws_scikit_learns_curve_and_the_auc(predictions):
     curve = figure.axes[0].lines[1]
     fpr, tpr, _ = roc_curve((labelled["label"] == "FAKE").astype(int), labelled["score"])
     assert np.allclose(curve.get_xdata(), fpr) and np.allclose(curve.get_ydata(), tpr)
-    assert curve.get_label() == f"videos (AUC {scoring.evaluate(predictions)['auc']:.3f})"
+    assert curve.get_label() == f"videos (AUC {metrics.evaluate(predictions)['auc']:.3f})"
     single = plots.video_roc(predictions[predictions["label"] == "FAKE"])
     assert len(single.axes[0].lines) == 1 and "AUC undefined" in single.axes[0].texts[0].get_text()
 
 
 def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predictions, tmp_path):
-    confusion = plots.video_confusion(scoring.evaluate(predictions)["confusion"])
+    confusion = plots.video_confusion(metrics.evaluate(predictions)["confusion"])
     assert [text.get_text() for text in confusion.axes[0].texts] == ["1", "1", "0", "3"]
     faces = pd.DataFrame({"video": "d.mp4", "frame": list(range(12)) * 2, "track": [0] * 12 + [1] * 12,
                           "score": np.r_[np.linspace(0.6, 0.8, 12), np.full(12, 0.2)]})
