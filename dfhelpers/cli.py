@@ -121,7 +121,7 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
     Raises:
         MetadataError: a folder has no (valid) metadata.json. ModelLoadError: the model is missing.
     """
-    from dfhelpers import evaluation, runfolder, scoring
+    from dfhelpers import evaluation, runfolder
     from dfhelpers.errors import ModelLoadError
 
     faces_cfg, score_cfg = _settings(config_path)
@@ -131,7 +131,7 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
                                            progress=progress, before_scoring=_load_quietly)
     for name, result in evaluations:
         figures = evaluation.evaluation_figures(result["predictions"], result["metrics"], score_cfg.threshold)
-        scoring.save_figures(figures, result["reports_dir"] / runfolder.FIGURES_DIR)
+        evaluation.save_figures(figures, result["reports_dir"] / runfolder.FIGURES_DIR)
         print(_report(name, result["metrics"], result["reports_dir"]), flush=True)
     return EXIT_OK
 
@@ -322,13 +322,13 @@ def _frames_output(frames_to: Optional[str]) -> Iterator[Any]:
 
 def _explain(scored: Any, row: dict[str, Any], scorer: Any, out_dir: Path) -> Path:
     """OUT_DIR/<video stem>.png: crops of the track that decided, their heatmaps and face scores."""
-    from dfhelpers import evaluation, explain, scoring
+    from dfhelpers import evaluation, explain
 
     title = f"{scored.video}: {row['verdict']} ({row['score']:.3f})"
     with _native_stderr_captured():  # Grad-CAM needs Keras: loaded now when the scores came from ONNX
         keras_model = scorer.model
     explained = explain.explain_video(keras_model, scored.crops, scored.faces, row["track"], title)
-    return scoring.save_figures({Path(scored.video).stem: evaluation.explanation_figure([explained])}, out_dir)[0]
+    return evaluation.save_figures({Path(scored.video).stem: evaluation.explanation_figure([explained])}, out_dir)[0]
 
 
 def _report(name: str, metrics: dict[str, Any], folder: Path) -> str:

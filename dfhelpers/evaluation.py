@@ -1,16 +1,20 @@
-"""Measuring folders of test videos, each on its own (scored by the engine, then metrics and report
-files), and the figures of a measured folder and of explained videos; notebook 05 and cli both use it."""
+"""Measuring folders of test videos, each on its own with the engine; their report files, figures and the
+videos worth showing (the most confidently wrong or right); notebook 05 and cli both use it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
-from dfhelpers import engine, metadata, metrics, runfolder, scoring
+from dfhelpers import engine, files, metadata, metrics, runfolder
 from dfhelpers.config import Config, FacesConfig, ScoreConfig
 from dfhelpers.errors import ConfigError, ModelLoadError
+from dfhelpers.runfolder import LABELS
+from dfhelpers.scoring import STATUS_OK
 
 
 def evaluate_folders(cfg: Config, progress: bool = True) -> dict[str, dict[str, Any]]:
@@ -43,7 +47,7 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
     each needs its metadata.json (metadata.read_part), else a folder without one is scored
     unlabelled (metadata.list_videos). One scorer serves every folder; face scores are cached in
     out_dir/score_cache/ (the scored crops saved in crops_dir, relative to work_dir, when given).
-    A folder's reports (scoring.write_evaluation) go to out_dir/<name>/, or to out_dir itself for
+    A folder's reports (write_evaluation) go to out_dir/<name>/, or to out_dir itself for
     the first when `first_in_out_dir`; folders of one name are reported as name, name-2, ...
     `before_scoring(scorer)` runs before a folder with videos not in the cache is scored.
 
@@ -67,7 +71,7 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
         name = _unique_name(folder_name, reports_dirs)
         reports_dir = Path(out_dir) if first_in_out_dir and not reports_dirs else Path(out_dir) / name
         reports_dirs[name] = reports_dir
-        scoring.write_evaluation(predictions, faces, folder_metrics, reports_dir)
+        write_evaluation(predictions, faces, folder_metrics, reports_dir)
         yield name, {"predictions": predictions, "faces": faces, "metrics": folder_metrics,
                      "reports_dir": reports_dir}
 
@@ -85,6 +89,82 @@ def explanation_figure(explained: list[dict[str, Any]]) -> Any:
     from dfhelpers import plots
 
     return plots.explanation_strips(explained, explained[0]["method"] if explained else "gradcam")
+
+
+# --- report files ----------------------------------------------------------------------
+
+
+def submission(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The DFDC (Kaggle) submission: filename,label with label = P(FAKE), one row per video."""
+    return pd.DataFrame({"filename": predictions["video"].astype(str),
+                         "label": predictions["score"].astype(float)})
+
+
+def write_evaluation(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: dict[str, Any],
+                     folder: Path) -> dict[str, Path]:
+    """Write predictions.csv, frame_scores.csv, metrics.json and submission.csv into `folder` atomically.
+
+    NaN metrics (AUC of a single-class set) are written as JSON null, which every reader parses.
+    A video not judged keeps its prior in submission.csv: the DFDC format needs a number per video.
+    """
+    folder = Path(folder)
+    return {"predictions": files.write_csv(predictions, folder / runfolder.PREDICTIONS_CSV),
+            "frame_scores": files.write_csv(faces, folder / runfolder.FRAME_SCORES_CSV),
+            "metrics": files.write_json(_json_safe(metrics), folder / runfolder.METRICS_JSON),
+            "submission": files.write_csv(submission(predictions), folder / runfolder.SUBMISSION_CSV)}
+
+
+def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
+    """Save matplotlib figures as <folder>/<name>.png, each atomically."""
+    saved = []
+    for name, figure in figures.items():
+        with files.atomic_path(Path(folder) / f"{name}.png") as tmp:
+            figure.savefig(tmp, dpi=110, bbox_inches="tight")
+        saved.append(Path(folder) / f"{name}.png")
+    return saved
+
+
+# --- videos to show --------------------------------------------------------------------
+
+
+def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
+    """The n labelled, scored videos whose score is furthest on the wrong side of the threshold."""
+    labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
+    is_fake = labelled["label"] == "FAKE"
+    predicted_fake = labelled["score"] >= threshold
+    wrong = labelled[is_fake != predicted_fake]
+    error = (wrong["score"] - np.where(wrong["label"] == "FAKE", 1.0, 0.0)).abs()
+    return wrong.assign(error=error).sort_values("error", ascending=False).head(n).reset_index(drop=True)
+
+
+def confidently_right(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
+    """The n labelled, scored videos whose score is furthest on the right side of the threshold."""
+    labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
+    is_right = (labelled["label"] == "FAKE") == (labelled["score"] >= threshold)
+    right = labelled[is_right]
+    error = (right["score"] - np.where(right["label"] == "FAKE", 1.0, 0.0)).abs()
+    return right.assign(error=error).sort_values("error").head(n).reset_index(drop=True)
+
+
+def timeline_crops(faces: pd.DataFrame, videos: pd.DataFrame, work_dir: Path,
+                   per_video: int = 6) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """Up to `per_video` saved crops per video, evenly spread over its deciding track, for plots.
+
+    `videos` has video and track (-1: all faces); crops are read from `crop` paths under work_dir.
+    Videos whose crops were not kept (score.save_crops off) get an empty list.
+    """
+    import matplotlib.image
+
+    crops: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for row in videos.itertuples():
+        video_faces = faces[(faces["video"] == row.video) & (faces["crop"].fillna("") != "")]
+        if row.track >= 0:
+            video_faces = video_faces[video_faces["track"] == row.track]
+        video_faces = video_faces.sort_values("frame")
+        picks = np.unique(np.linspace(0, len(video_faces) - 1, per_video).round().astype(int)) if len(video_faces) else []
+        crops[row.video] = [(int(video_faces["frame"].iloc[i]),
+                             matplotlib.image.imread(Path(work_dir) / video_faces["crop"].iloc[i])) for i in picks]
+    return crops
 
 
 # --- private helpers -------------------------------------------------------------------
@@ -106,3 +186,13 @@ def _unique_name(name: str, taken: dict[str, Any]) -> str:
     while candidate in taken:
         candidate, suffix = f"{name}-{suffix}", suffix + 1
     return candidate
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -114,7 +114,7 @@ def explain_video(model: Any, crops: np.ndarray, faces: pd.DataFrame, track: int
 def explain_saved(model: Any, videos: pd.DataFrame, crops: dict[str, list], faces: pd.DataFrame) -> list[dict]:
     """explain_video for each row of `videos` (video, track, label, score) from crops saved by notebook 05.
 
-    `crops` maps a video to [(frame, crop)] as scoring.timeline_crops reads them; the face scores
+    `crops` maps a video to [(frame, crop)] as evaluation.timeline_crops reads them; the face scores
     of those frames come from `faces` (video, frame, track, score).
     """
     explained = []

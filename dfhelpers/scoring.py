@@ -1,15 +1,12 @@
-"""Face scores to video scores (the original trimmed mean and alternatives), videos to show, report files."""
+"""Face scores to one video score (the original trimmed mean and alternatives); predictions, statuses, verdicts."""
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from dfhelpers import files, runfolder
 from dfhelpers.config import ScoreConfig
 from dfhelpers.runfolder import LABELS
 
@@ -156,79 +153,6 @@ def verdict(score: float, status: str, threshold: float) -> str:
     return "FAKE" if score >= threshold else "REAL"
 
 
-def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
-    """The n labelled, scored videos whose score is furthest on the wrong side of the threshold."""
-    labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
-    is_fake = labelled["label"] == "FAKE"
-    predicted_fake = labelled["score"] >= threshold
-    wrong = labelled[is_fake != predicted_fake]
-    error = (wrong["score"] - np.where(wrong["label"] == "FAKE", 1.0, 0.0)).abs()
-    return wrong.assign(error=error).sort_values("error", ascending=False).head(n).reset_index(drop=True)
-
-
-def confidently_right(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
-    """The n labelled, scored videos whose score is furthest on the right side of the threshold."""
-    labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
-    is_right = (labelled["label"] == "FAKE") == (labelled["score"] >= threshold)
-    right = labelled[is_right]
-    error = (right["score"] - np.where(right["label"] == "FAKE", 1.0, 0.0)).abs()
-    return right.assign(error=error).sort_values("error").head(n).reset_index(drop=True)
-
-
-def timeline_crops(faces: pd.DataFrame, videos: pd.DataFrame, work_dir: Path,
-                   per_video: int = 6) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """Up to `per_video` saved crops per video, evenly spread over its deciding track, for plots.
-
-    `videos` has video and track (-1: all faces); crops are read from `crop` paths under work_dir.
-    Videos whose crops were not kept (score.save_crops off) get an empty list.
-    """
-    import matplotlib.image
-
-    crops: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for row in videos.itertuples():
-        video_faces = faces[(faces["video"] == row.video) & (faces["crop"].fillna("") != "")]
-        if row.track >= 0:
-            video_faces = video_faces[video_faces["track"] == row.track]
-        video_faces = video_faces.sort_values("frame")
-        picks = np.unique(np.linspace(0, len(video_faces) - 1, per_video).round().astype(int)) if len(video_faces) else []
-        crops[row.video] = [(int(video_faces["frame"].iloc[i]),
-                             matplotlib.image.imread(Path(work_dir) / video_faces["crop"].iloc[i])) for i in picks]
-    return crops
-
-
-# --- report files ----------------------------------------------------------------------
-
-
-def submission(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The DFDC (Kaggle) submission: filename,label with label = P(FAKE), one row per video."""
-    return pd.DataFrame({"filename": predictions["video"].astype(str),
-                         "label": predictions["score"].astype(float)})
-
-
-def write_evaluation(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: dict[str, Any],
-                     folder: Path) -> dict[str, Path]:
-    """Write predictions.csv, frame_scores.csv, metrics.json and submission.csv into `folder` atomically.
-
-    NaN metrics (AUC of a single-class set) are written as JSON null, which every reader parses.
-    A video not judged keeps its prior in submission.csv: the DFDC format needs a number per video.
-    """
-    folder = Path(folder)
-    return {"predictions": files.write_csv(predictions, folder / runfolder.PREDICTIONS_CSV),
-            "frame_scores": files.write_csv(faces, folder / runfolder.FRAME_SCORES_CSV),
-            "metrics": files.write_json(_json_safe(metrics), folder / runfolder.METRICS_JSON),
-            "submission": files.write_csv(submission(predictions), folder / runfolder.SUBMISSION_CSV)}
-
-
-def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
-    """Save matplotlib figures as <folder>/<name>.png, each atomically."""
-    saved = []
-    for name, figure in figures.items():
-        with files.atomic_path(Path(folder) / f"{name}.png") as tmp:
-            figure.savefig(tmp, dpi=110, bbox_inches="tight")
-        saved.append(Path(folder) / f"{name}.png")
-    return saved
-
-
 # --- private helpers -------------------------------------------------------------------
 
 
@@ -248,13 +172,3 @@ def _labels_of(videos: pd.DataFrame) -> list[Any]:
     if "label" not in videos.columns:
         return [None] * len(videos)
     return [label if label in LABELS else None for label in videos["label"]]
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -1,5 +1,6 @@
-"""Test folders scored and measured (dfhelpers.evaluation) on tiny real videos (MTCNN) and a tiny model:
-a row and a status per video, no rescoring, report files, one report per folder."""
+"""dfhelpers.evaluation: test folders scored and measured on tiny real videos (MTCNN) and a tiny model
+(a row and a status per video, no rescoring, report files, one report per folder); the report files
+and the videos to show from small tables."""
 
 import json
 
@@ -8,7 +9,9 @@ import pandas as pd
 import pytest
 
 from dfhelpers import config, evaluation, metadata, runfolder, scoring
+from dfhelpers.config import ScoreConfig
 from dfhelpers.errors import ConfigError
+from dfhelpers.metrics import evaluate
 from videos import close_up_video, save_tiny_model
 
 
@@ -58,7 +61,7 @@ def test_reports_and_timeline_crops_from_a_scored_run(scored_run):
     cfg, videos, (predictions, faces) = scored_run
     assert pd.read_csv(cfg.submission_csv)["filename"].tolist() == videos["video"].tolist()
     assert set(json.loads(cfg.metrics_json.read_text())) >= {"auc", "log_loss", "accuracy", "n_videos", "n_no_face"}
-    crops = scoring.timeline_crops(faces, predictions[predictions["video"] == "face.mp4"], cfg.work_dir)
+    crops = evaluation.timeline_crops(faces, predictions[predictions["video"] == "face.mp4"], cfg.work_dir)
     assert len(crops["face.mp4"]) == 6 and crops["face.mp4"][0][1].shape[:2] == (160, 160)
 
 
@@ -87,3 +90,67 @@ def test_a_config_without_a_test_dir_is_a_one_line_error_naming_it(tmp_path):
     with pytest.raises(ConfigError, match=r"train_only\.yaml: no test_dir.*set test_dir") as caught:
         evaluation.evaluate_folders(cfg, progress=False)
     assert "\n" not in str(caught.value)
+
+
+# --- report files ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_cfg(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("work_dir: run\ndata_dirs: []\n")
+    return config.load(path)
+
+
+def test_submission_has_one_row_per_input_video_whatever_its_status():
+    videos = pd.DataFrame({"video": ["ok.mp4", "noface.mp4", "broken.mp4"],
+                           "path": ["/v/ok.mp4", "/v/noface.mp4", "/v/broken.mp4"],
+                           "label": ["FAKE", "REAL", None]})
+    faces = pd.DataFrame({"video": "ok.mp4", "track": 0, "score": np.full(16, 0.8)})
+    statuses = pd.Series({"ok.mp4": "ok", "noface.mp4": "ok", "broken.mp4": "unreadable: moov atom not found"})
+    predictions = scoring.predictions_from_faces(videos, faces, statuses, ScoreConfig())
+    sub = evaluation.submission(predictions)
+    assert sub["filename"].tolist() == videos["video"].tolist()
+    assert sub["label"].tolist() == pytest.approx([0.8, 0.5, 0.5])
+    assert predictions["status"].tolist()[1:] == [
+        "no_face: no face found in the sampled frames; scored with the prior", "unreadable: moov atom not found"]
+
+
+def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predictions):
+    only_fakes = predictions[predictions["label"] == "FAKE"]
+    metrics = evaluate(only_fakes)
+    faces = pd.DataFrame(columns=scoring.FACE_COLUMNS)
+    written = evaluation.write_evaluation(only_fakes, faces, metrics, run_cfg.reports_dir)
+    saved = json.loads(written["metrics"].read_text())
+    assert saved["auc"] is None and saved["n_videos"] == 3
+    assert pd.read_csv(run_cfg.submission_csv).columns.tolist() == ["filename", "label"]
+    assert written["predictions"] == run_cfg.predictions_csv and written["frame_scores"].is_file()
+
+
+# --- videos to show --------------------------------------------------------------------
+
+
+@pytest.fixture
+def verdicts():
+    """Three wrong and three right judged videos, in no order, and three that neither list may show."""
+    return pd.DataFrame({
+        "video": ["slightly_wrong", "barely_right", "badly_wrong", "surely_right", "worst", "right",
+                  "no_face", "unreadable", "unlabelled"],
+        "status": ["ok"] * 6 + ["no_face: none", "unreadable: moov atom not found", "ok"],
+        "score": [0.45, 0.55, 0.8, 0.02, 0.05, 0.9, 0.5, 0.5, 0.99],
+        "label": ["FAKE", "FAKE", "REAL", "REAL", "FAKE", "FAKE", "FAKE", "REAL", None],
+    })
+
+
+def test_confidently_wrong_orders_by_distance_from_the_true_label(verdicts):
+    wrong = evaluation.confidently_wrong(verdicts, n=5)
+    assert wrong["video"].tolist() == ["worst", "badly_wrong", "slightly_wrong"]
+    assert wrong["error"].tolist() == pytest.approx([0.95, 0.8, 0.55])
+    assert evaluation.confidently_wrong(verdicts, n=2)["video"].tolist() == ["worst", "badly_wrong"]
+
+
+def test_confidently_right_orders_by_closeness_to_the_true_label(verdicts):
+    right = evaluation.confidently_right(verdicts, n=5)
+    assert right["video"].tolist() == ["surely_right", "right", "barely_right"]
+    assert right["error"].tolist() == pytest.approx([0.02, 0.1, 0.45])
+    assert evaluation.confidently_right(verdicts, n=1)["video"].tolist() == ["surely_right"]

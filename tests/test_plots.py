@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dfhelpers import metrics, plots, scoring  # noqa: E402
+from dfhelpers import evaluation, metrics, plots  # noqa: E402
 
 
 def _explained(n_videos: int, n_crops: int = 4) -> list[dict]:
@@ -54,13 +54,13 @@ def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predicti
     assert [text.get_text() for text in confusion.axes[0].texts] == ["1", "1", "0", "3"]
     faces = pd.DataFrame({"video": "d.mp4", "frame": list(range(12)) * 2, "track": [0] * 12 + [1] * 12,
                           "score": np.r_[np.linspace(0.6, 0.8, 12), np.full(12, 0.2)]})
-    wrong = scoring.confidently_wrong(predictions, n=2).assign(track=0)
+    wrong = evaluation.confidently_wrong(predictions, n=2).assign(track=0)
     crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.full((160, 160, 3), 255, np.uint8))]}
     timelines = plots.frame_score_timelines(wrong, faces, crops)
     track_lines = [line for line in timelines.axes[0].lines if line.get_label().startswith("track")]
     assert [line.get_label() for line in track_lines] == ["track 0", "track 1"]
     assert timelines.axes[1].images[0].get_array().shape == (160, 320, 3)  # two crops side by side
-    saved = scoring.save_figures({"timelines": timelines}, tmp_path / "figures")
+    saved = evaluation.save_figures({"timelines": timelines}, tmp_path / "figures")
     import matplotlib.image
 
     assert matplotlib.image.imread(saved[0]).shape[1] > 600

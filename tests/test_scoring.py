@@ -1,11 +1,10 @@
-import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dfhelpers import config, scoring
+from dfhelpers import scoring
 from dfhelpers.config import ScoreConfig
 from dfhelpers.metrics import evaluate
 
@@ -27,13 +26,6 @@ def original_video_score(face_scores):
 
 def faces_of(scores, track=0):
     return pd.DataFrame({"track": track, "score": np.asarray(scores, dtype=float)})
-
-
-@pytest.fixture
-def run_cfg(tmp_path):
-    path = tmp_path / "run.yaml"
-    path.write_text("work_dir: run\ndata_dirs: []\n")
-    return config.load(path)
 
 
 # --- aggregation ---------------------------------------------------------------------
@@ -105,63 +97,9 @@ def test_video_without_faces_gets_the_prior_and_says_why():
     assert few["score"] == 0.5 and few["status"].startswith("few_faces:")
 
 
-@pytest.fixture
-def verdicts():
-    """Three wrong and three right judged videos, in no order, and three that neither list may show."""
-    return pd.DataFrame({
-        "video": ["slightly_wrong", "barely_right", "badly_wrong", "surely_right", "worst", "right",
-                  "no_face", "unreadable", "unlabelled"],
-        "status": ["ok"] * 6 + ["no_face: none", "unreadable: moov atom not found", "ok"],
-        "score": [0.45, 0.55, 0.8, 0.02, 0.05, 0.9, 0.5, 0.5, 0.99],
-        "label": ["FAKE", "FAKE", "REAL", "REAL", "FAKE", "FAKE", "FAKE", "REAL", None],
-    })
-
-
-def test_confidently_wrong_orders_by_distance_from_the_true_label(verdicts):
-    wrong = scoring.confidently_wrong(verdicts, n=5)
-    assert wrong["video"].tolist() == ["worst", "badly_wrong", "slightly_wrong"]
-    assert wrong["error"].tolist() == pytest.approx([0.95, 0.8, 0.55])
-    assert scoring.confidently_wrong(verdicts, n=2)["video"].tolist() == ["worst", "badly_wrong"]
-
-
-def test_confidently_right_orders_by_closeness_to_the_true_label(verdicts):
-    right = scoring.confidently_right(verdicts, n=5)
-    assert right["video"].tolist() == ["surely_right", "right", "barely_right"]
-    assert right["error"].tolist() == pytest.approx([0.02, 0.1, 0.45])
-    assert scoring.confidently_right(verdicts, n=1)["video"].tolist() == ["surely_right"]
-
-
 def test_videos_scored_with_the_prior_are_counted_and_not_judged():
     assert scoring.verdict(0.5, "no_face: none found", 0.5) == "not judged (no_face)"
     assert scoring.verdict(0.5, "few_faces: 3 faces < min_faces 12; scored with the prior", 0.5) == "not judged (few_faces)"
     assert scoring.verdict(0.5, "ok", 0.5) == "FAKE" and scoring.verdict(0.49, "ok", 0.5) == "REAL"
     statuses = pd.DataFrame({"status": ["ok", "no_face: x", "few_faces: y", "unreadable: z"]})
     assert scoring.status_counts(statuses)["n_prior"] == 3
-
-
-# --- outputs -----------------------------------------------------------------------------
-
-
-def test_submission_has_one_row_per_input_video_whatever_its_status():
-    videos = pd.DataFrame({"video": ["ok.mp4", "noface.mp4", "broken.mp4"],
-                           "path": ["/v/ok.mp4", "/v/noface.mp4", "/v/broken.mp4"],
-                           "label": ["FAKE", "REAL", None]})
-    faces = pd.DataFrame({"video": "ok.mp4", "track": 0, "score": np.full(16, 0.8)})
-    statuses = pd.Series({"ok.mp4": "ok", "noface.mp4": "ok", "broken.mp4": "unreadable: moov atom not found"})
-    predictions = scoring.predictions_from_faces(videos, faces, statuses, ScoreConfig())
-    sub = scoring.submission(predictions)
-    assert sub["filename"].tolist() == videos["video"].tolist()
-    assert sub["label"].tolist() == pytest.approx([0.8, 0.5, 0.5])
-    assert predictions["status"].tolist()[1:] == [
-        "no_face: no face found in the sampled frames; scored with the prior", "unreadable: moov atom not found"]
-
-
-def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predictions):
-    only_fakes = predictions[predictions["label"] == "FAKE"]
-    metrics = evaluate(only_fakes)
-    faces = pd.DataFrame(columns=scoring.FACE_COLUMNS)
-    written = scoring.write_evaluation(only_fakes, faces, metrics, run_cfg.reports_dir)
-    saved = json.loads(written["metrics"].read_text())
-    assert saved["auc"] is None and saved["n_videos"] == 3
-    assert pd.read_csv(run_cfg.submission_csv).columns.tolist() == ["filename", "label"]
-    assert written["predictions"] == run_cfg.predictions_csv and written["frame_scores"].is_file()
