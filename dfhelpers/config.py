@@ -216,65 +216,25 @@ class Config:
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     source: Optional[Path] = None  # the YAML file this came from (set by load)
 
-    # --- the run folder layout: every path a stage reads or writes ----------------------
-    @property
-    def manifests_dir(self) -> Path:
-        return self.work_dir / "manifests"
-    @property
-    def videos_csv(self) -> Path:
-        return self.manifests_dir / "videos.csv"
-    @property
-    def faces_csv(self) -> Path:
-        return self.manifests_dir / "faces.csv"
-    @property
-    def split_csv(self) -> Path:
-        return self.manifests_dir / "split.csv"
-
-    @property
-    def faces_dir(self) -> Path:
-        return self.work_dir / "faces"
-    @property
-    def test_faces_dir(self) -> Path:
-        return self.work_dir / "test_faces"
-    @property
-    def executed_dir(self) -> Path:
-        return self.work_dir / "executed"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.work_dir / "models"
-    @property
-    def model_path(self) -> Path:
-        return self.models_dir / f"{self.train.model_name}.keras"
-    @property
-    def history_csv(self) -> Path:
-        return self.models_dir / f"{self.train.model_name}.history.csv"
-    @property
-    def model_card(self) -> Path:
-        return self.models_dir / f"{self.train.model_name}.json"
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.models_dir / f"{self.train.model_name}.backup"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.work_dir / "reports"
-    @property
-    def figures_dir(self) -> Path:
-        return self.reports_dir / runfolder.FIGURES_DIR
-    @property
-    def train_metrics_json(self) -> Path:
-        return self.reports_dir / runfolder.TRAIN_METRICS_JSON
-    @property
-    def predictions_csv(self) -> Path:
-        return self.reports_dir / runfolder.PREDICTIONS_CSV
-    @property
-    def metrics_json(self) -> Path:
-        return self.reports_dir / runfolder.METRICS_JSON
-    @property
-    def submission_csv(self) -> Path:
-        return self.reports_dir / runfolder.SUBMISSION_CSV
-
+    # --- the run folder layout: every path a stage reads or writes, one line each --------
+    manifests_dir = property(lambda self: self.work_dir / "manifests")
+    videos_csv = property(lambda self: self.manifests_dir / "videos.csv")
+    faces_csv = property(lambda self: self.manifests_dir / "faces.csv")
+    split_csv = property(lambda self: self.manifests_dir / "split.csv")
+    faces_dir = property(lambda self: self.work_dir / "faces")
+    test_faces_dir = property(lambda self: self.work_dir / "test_faces")
+    executed_dir = property(lambda self: self.work_dir / "executed")
+    models_dir = property(lambda self: self.work_dir / "models")
+    model_path = property(lambda self: self.models_dir / f"{self.train.model_name}.keras")
+    history_csv = property(lambda self: self.models_dir / f"{self.train.model_name}.history.csv")
+    model_card = property(lambda self: self.models_dir / f"{self.train.model_name}.json")
+    checkpoint_dir = property(lambda self: self.models_dir / f"{self.train.model_name}.backup")
+    reports_dir = property(lambda self: self.work_dir / "reports")
+    figures_dir = property(lambda self: self.reports_dir / runfolder.FIGURES_DIR)
+    train_metrics_json = property(lambda self: self.reports_dir / runfolder.TRAIN_METRICS_JSON)
+    predictions_csv = property(lambda self: self.reports_dir / runfolder.PREDICTIONS_CSV)
+    metrics_json = property(lambda self: self.reports_dir / runfolder.METRICS_JSON)
+    submission_csv = property(lambda self: self.reports_dir / runfolder.SUBMISSION_CSV)
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Load a run configuration from YAML, then apply overrides.
