@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from dfhelpers.files import json_safe
 from dfhelpers.runfolder import VIDEO_SUFFIXES
 
 
@@ -100,23 +100,13 @@ def median_seconds(work: Callable[[], Any], repeats: int) -> float:
 
 def write_result(summary: dict[str, Any], out: Path | None) -> None:
     """Print the summary as the last line; with --out also write it with the command and commit that produced it."""
-    record = _measured({"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), **summary})
+    # a NaN (the mean of nothing: a baseline run on 0 frames) is written as null: not measured, not 0
+    record = json_safe({"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), **summary})
     line = json.dumps(record, allow_nan=False)
     print(line, flush=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
-
-
-def _measured(value: Any) -> Any:
-    """NaN (the mean of nothing: a baseline run on 0 frames) becomes null: not measured, not 0."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _measured(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_measured(item) for item in value]
-    return value
 
 
 def commit() -> str:

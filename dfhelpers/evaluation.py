@@ -3,7 +3,6 @@ videos worth showing (the most confidently wrong or right); notebook 05 and cli 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -110,7 +109,7 @@ def write_evaluation(predictions: pd.DataFrame, faces: pd.DataFrame, metrics: di
     folder = Path(folder)
     return {"predictions": files.write_csv(predictions, folder / runfolder.PREDICTIONS_CSV),
             "frame_scores": files.write_csv(faces, folder / runfolder.FRAME_SCORES_CSV),
-            "metrics": files.write_json(_json_safe(metrics), folder / runfolder.METRICS_JSON),
+            "metrics": files.write_json(metrics, folder / runfolder.METRICS_JSON),
             "submission": files.write_csv(submission(predictions), folder / runfolder.SUBMISSION_CSV)}
 
 
@@ -187,12 +186,3 @@ def _unique_name(name: str, taken: dict[str, Any]) -> str:
         candidate, suffix = f"{name}-{suffix}", suffix + 1
     return candidate
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

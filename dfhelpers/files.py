@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -47,10 +48,22 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_json(value: Any, path: str | Path) -> Path:
-    """Write a JSON document (indented, keys in insertion order) atomically."""
+    """Write a JSON document (indented, keys in insertion order, json_safe) atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps(json_safe(value), indent=2, default=str, allow_nan=False) + "\n")
     return Path(path)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinite float, at any depth, as None: JSON has no NaN, and a
+    figure that could not be computed (an AUC of one class, a baseline not run) is null, not 0."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_bytes(data: bytes, path: str | Path) -> Path:

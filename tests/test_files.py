@@ -1,3 +1,4 @@
+import json
 import os
 import stat
 
@@ -37,3 +38,10 @@ def test_temporary_name_keeps_the_suffix_for_format_sniffing_writers(tmp_path):
         assert tmp.suffix == ".keras" and tmp.parent == tmp_path
         tmp.write_bytes(b"x")
     assert (tmp_path / "model.keras").read_bytes() == b"x"
+
+
+def test_write_json_writes_a_figure_that_could_not_be_computed_as_null(tmp_path):
+    path = files.write_json({"auc": float("nan"), "per_method": [{"auc": float("inf")}, {"auc": 0.5}]},
+                            tmp_path / "metrics.json")
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+    assert json.loads(path.read_text()) == {"auc": None, "per_method": [{"auc": None}, {"auc": 0.5}]}
