@@ -36,9 +36,9 @@ def test_import_order_does_not_kill_the_process(order):
 
 
 # The default install has no torch (pyproject's `torch` extra holds it; facenet-pytorch is installed
-# without its requirements, for its weight files): with torch and torchvision unimportable, MTCNN
-# still finds the astronaut's face and Lite0 still gets its ImageNet weights.
-WITHOUT_TORCH = """
+# without its requirements, for its weight files). Each script below runs with torch and
+# torchvision unimportable.
+REFUSE_TORCH = """
 import sys
 
 class Refuse:
@@ -47,35 +47,36 @@ class Refuse:
             raise ImportError(f"{name} is not installed")
 
 sys.meta_path.insert(0, Refuse())
-from skimage import data
-from dfhelpers import efficientnet_lite
 from dfhelpers.config import FacesConfig
 from dfhelpers.facedetect import FaceDetector
+"""
+
+
+def run_without_torch(script: str) -> str:
+    result = subprocess.run([sys.executable, "-c", REFUSE_TORCH + script], capture_output=True, text=True,
+                            timeout=300, cwd=PROJECT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_faces_and_the_pretrained_backbone_need_no_torch():
+    n_faces, prob, n_params = run_without_torch("""
+from skimage import data
+from dfhelpers import efficientnet_lite
 
 boxes, probs = FaceDetector(FacesConfig()).detect([data.astronaut()])[0]
 model = efficientnet_lite.build(0, (224, 224, 3), weights="imagenet")
 print(len(boxes), round(float(probs[0]), 2), model.count_params())
-"""
-
-
-def test_faces_and_the_pretrained_backbone_need_no_torch():
-    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], capture_output=True, text=True, timeout=300,
-                            cwd=PROJECT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    n_faces, prob, n_params = result.stdout.split()
+""").split()
     assert n_faces == "1" and float(prob) > 0.9 and int(n_params) > 3_000_000
 
 
 def test_the_torch_runtime_without_torch_says_which_extra_to_install():
-    code = WITHOUT_TORCH.split("from skimage")[0] + """
-from dfhelpers.config import FacesConfig
+    printed = run_without_torch("""
 from dfhelpers.errors import ConfigError
-from dfhelpers.facedetect import FaceDetector
 try:
     FaceDetector(FacesConfig(mtcnn_runtime="torch"))
 except ConfigError as err:
     print(err)
-"""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=PROJECT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "pip install 'dfdetect[torch]'" in result.stdout and len(result.stdout.strip().splitlines()) == 1
+""")
+    assert "pip install 'dfdetect[torch]'" in printed and len(printed.strip().splitlines()) == 1
