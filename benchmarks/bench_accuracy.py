@@ -10,6 +10,10 @@ figures go to a JSON file with the command, the commit and the machine line.
 (default: test: whole identity groups the model never trained on), for a model trained on the
 other groups of the same folder: the held-out figure of real-data training.
 
+--against BASELINE.keras scores a second model on the same videos and prints MODEL minus
+BASELINE for each metric, with intervals from a paired bootstrap (each draw takes the same
+videos for both): two recipes compared on one small set, where their own intervals overlap.
+
     python benchmarks/bench_accuracy.py runs/sample/models/sample.keras DEVSET \\
         --out benchmarks/results/accuracy_demo_faceforensics.json
     python benchmarks/bench_accuracy.py runs/ffpp/models/ffpp.keras DEVSET \\
@@ -32,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as
 import _common  # noqa: E402
 
 from dfhelpers import config, engine, metadata, scoring  # noqa: E402
-from dfhelpers.metrics import evaluate, metrics_table  # noqa: E402
+from dfhelpers.metrics import compare, evaluate, metrics_table  # noqa: E402
 
 METRICS = ("auc", "log_loss", "accuracy", "ap", "eer")
 
@@ -46,23 +50,46 @@ def main(argv: list[str] | None = None) -> int:
     score_cfg = cfg.score if cfg else config.ScoreConfig()
     videos = select_videos(Path(args.folder), args.groups_from, args.split)
     started = time.monotonic()
-    scorer = engine.VideoScorer(args.model, faces_cfg, score_cfg)
-    if args.crops_from:
-        predictions, faces = score_stored_crops(videos, scorer, Path(args.crops_from))
-    else:
-        with tempfile.TemporaryDirectory(prefix="dfdetect-accuracy-") as scratch:
-            cache_root = Path(args.cache) if args.cache else Path(scratch)
-            cache = engine.ScoreCache.for_model(cache_root, Path(args.model), faces_cfg)
-            predictions, faces = engine.score_table(videos, scorer, cache, progress=True)
+    predictions, faces = score_videos(Path(args.model), videos, faces_cfg, score_cfg, args)
     metrics = evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=args.bootstrap,
                        seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
     summary = summarise(metrics, predictions)
     print(metrics_table(metrics).to_string(), flush=True)
+    if args.against:
+        baseline, _ = score_videos(Path(args.against), videos, faces_cfg, score_cfg, args)
+        comparison = compare(baseline, predictions, score_cfg.threshold, n_bootstrap=args.bootstrap,
+                             seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
+        print(comparison_table(comparison, args.model, args.against), flush=True)
+        summary["against"] = {"model": str(args.against), "model_card": _card(Path(args.against)),
+                              **_rounded_comparison(comparison)}
     _common.write_result({"benchmark": "accuracy", "model": str(args.model), "model_card": _card(Path(args.model)),
                           "folder": str(args.folder), "groups_from": args.groups_from, "split": args.split,
                           "seconds": round(time.monotonic() - started, 1),
                           **summary, "machine": _common.finish_machine(machine)}, args.out)
     return 0
+
+
+def score_videos(model: Path, videos: pd.DataFrame, faces_cfg: config.FacesConfig, score_cfg: config.ScoreConfig,
+                 args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions, faces) of one model on the chosen videos: from stored crops or through the engine."""
+    scorer = engine.VideoScorer(model, faces_cfg, score_cfg)
+    if args.crops_from:
+        return score_stored_crops(videos, scorer, Path(args.crops_from))
+    with tempfile.TemporaryDirectory(prefix="dfdetect-accuracy-") as scratch:
+        cache_root = Path(args.cache) if args.cache else Path(scratch)
+        cache = engine.ScoreCache.for_model(cache_root, model, faces_cfg)
+        return engine.score_table(videos, scorer, cache, progress=True)
+
+
+def comparison_table(comparison: dict[str, Any], model: str, baseline: str) -> str:
+    """The paired differences as printed lines: metric, difference [interval], share of draws better."""
+    lines = [f"{model} minus {baseline}, {comparison['n_videos']} videos, paired bootstrap "
+             f"({comparison['bootstrap']['n']} draws):"]
+    for name in METRICS:
+        low, high = comparison["intervals"][name]
+        lines.append(f"  {name:<9} {comparison['difference'][name]:+.3f} [{low:+.3f}, {high:+.3f}]"
+                     f"  better in {100 * comparison['better_share'][name]:.0f}% of draws")
+    return "\n".join(lines)
 
 
 def select_videos(folder: Path, groups_from: str | None, split: str) -> pd.DataFrame:
@@ -132,6 +159,14 @@ def _card(model_path: Path) -> dict[str, Any]:
             "n_train_crops": card.get("n_train_crops"), "seconds": card.get("seconds_this_run")}
 
 
+def _rounded_comparison(comparison: dict[str, Any]) -> dict[str, Any]:
+    return {"n_videos": comparison["n_videos"],
+            "difference": {name: _rounded(comparison["difference"][name]) for name in METRICS},
+            "intervals": {name: [_rounded(v) for v in comparison["intervals"][name]] for name in METRICS},
+            "better_share": {name: _rounded(comparison["better_share"][name]) for name in METRICS},
+            "bootstrap": comparison["bootstrap"]}
+
+
 def _rounded(value: Any) -> Any:
     return round(float(value), 4) if value is not None and value == value else None
 
@@ -146,6 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--crops-from", help="a run folder whose face stage cropped these videos: score its "
                                              "stored crops instead of detecting again (same faces settings)")
+    parser.add_argument("--against", metavar="BASELINE.keras",
+                        help="also score this model on the same videos and print MODEL minus it, with paired "
+                             "bootstrap intervals: whether one recipe beats another on a small set")
     parser.add_argument("--bootstrap", type=int, default=2000, help="resamples of the videos (default 2000)")
     parser.add_argument("--cache", help="keep the face scores in this folder (a re-run scores nothing twice)")
     parser.add_argument("--out", type=Path, help="write the JSON here too (benchmarks/results/...)")

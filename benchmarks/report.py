@@ -179,6 +179,18 @@ def _with_interval(metric: str) -> Callable[[Record], str]:
     return cell
 
 
+def _difference(metric: str) -> Callable[[Record], str]:
+    """A paired difference with its interval, signed: "+0.030 [-0.044, +0.113]"."""
+    def cell(record: Record) -> str:
+        value = _value(record, f"against.difference.{metric}")
+        low, high = _value(record, f"against.intervals.{metric}") or (None, None)
+        if value is None:
+            return "—"
+        signed = lambda number: "—" if number is None else f"{number:+.3f}"  # noqa: E731
+        return f"{signed(value)} [{signed(low)}, {signed(high)}]"
+    return cell
+
+
 def _interval(low_high: Any) -> str:
     if not isinstance(low_high, list) or len(low_high) != 2:
         return f"[{MISSING}]"
@@ -311,6 +323,14 @@ ACCURACY_COLUMNS: list[Column] = [
     ("not judged", _number("n_not_judged")), ("videos measured", _held_out), ("folder", _code("folder")),
 ]
 
+COMPARISON_COLUMNS: list[Column] = [
+    ("baseline", lambda record: f"`{Path(str(_value(record, 'against.model'))).name}`"),
+    ("videos", _number("against.n_videos")),
+    ("AUC difference [95%]", _difference("auc")), ("log loss difference [95%]", _difference("log_loss")),
+    ("AUC higher in", _number("against.better_share.auc")),
+    ("log loss lower in", _number("against.better_share.log_loss")),
+]
+
 MODEL_CARD_FIELDS = ("backbone", "fakes", "epochs", "image_size", "best_epoch", "temperature", "n_train_crops",
                      "seconds", "trained_at")
 
@@ -338,8 +358,12 @@ def _accuracy(results: list[tuple[str, Record]]) -> list[str]:
                            f"{_interval(figures.get('auc_interval'))}", format_number(figures.get("n_videos"))]
                           for name, method, figures in method_rows])
     card_columns = [(field, _number(f"model_card.{field}")) for field in MODEL_CARD_FIELDS]
+    compared = [(name, record) for name, record in results if _value(record, "against")]
+    comparison_lines = ["", "Paired comparisons (`--against`): the file's model minus the baseline on the same "
+                        "videos, each bootstrap draw taking the same videos for both:", "",
+                        *_table(COMPARISON_COLUMNS, compared)] if compared else []
     return [*_table(ACCURACY_COLUMNS, results), "", "AUC per manipulation method, each against all REAL videos:", "",
-            *(method_lines if method_rows else ["No file has `per_method`."]), "", "Model card:", "",
+            *(method_lines if method_rows else ["No file has `per_method`."]), *comparison_lines, "", "Model card:", "",
             *_table(card_columns, results)]
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from dfhelpers.metrics import METRIC_NAMES, evaluate, metrics_table, point_metrics
+from dfhelpers.metrics import METRIC_NAMES, compare, evaluate, metrics_table, point_metrics
 
 
 def test_log_loss_auc_and_accuracy_agree_with_scikit_learn(predictions):
@@ -118,3 +118,48 @@ def test_breakdown_measures_each_method_against_all_real_videos():
     assert groups[("method", "Deepfakes")]["auc"] == pytest.approx(roc_auc_score(is_fake, deepfakes["score"]))
     assert groups[("method", "Deepfakes")]["against"] == "all REAL videos"
     assert math.isnan(groups[("method", "youtube")]["auc"]) and groups[("method", "youtube")]["against"] == "itself"
+
+
+def paired_scores(n: int = 120, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two models on the same videos: the candidate is the baseline plus a little more signal.
+
+    Each video's own difficulty (shared by both models) is larger than the gap between them, so
+    their separate intervals overlap while the paired interval of the difference does not hold 0.
+    """
+    rng = np.random.default_rng(seed)
+    is_fake = np.arange(n) % 2
+    difficulty = rng.normal(0, 1.0, n)
+    logit = lambda signal: signal * (2 * is_fake - 1) + difficulty + rng.normal(0, 0.15, n)  # noqa: E731
+    table = lambda logits: pd.DataFrame({  # noqa: E731
+        "video": [f"v{i}.mp4" for i in range(n)], "status": "ok", "score": 1 / (1 + np.exp(-logits)),
+        "label": np.where(is_fake == 1, "FAKE", "REAL")})
+    return table(logit(0.6)), table(logit(1.0))
+
+
+def test_compare_is_candidate_minus_baseline_with_a_narrower_paired_interval():
+    baseline, candidate = paired_scores()
+    comparison = compare(baseline, candidate, n_bootstrap=300, seed=0)
+    separate = [evaluate(table, 0.5, n_bootstrap=300, seed=0) for table in (baseline, candidate)]
+    assert comparison["n_videos"] == 120
+    assert comparison["difference"]["auc"] == pytest.approx(separate[1]["auc"] - separate[0]["auc"])
+    assert comparison["difference"]["log_loss"] == pytest.approx(separate[1]["log_loss"] - separate[0]["log_loss"])
+    low, high = comparison["intervals"]["auc"]
+    assert 0 < low < comparison["difference"]["auc"] < high
+    assert separate[1]["intervals"]["auc"][0] < separate[0]["intervals"]["auc"][1]  # separately: overlapping
+    assert comparison["better_share"]["auc"] > 0.975 and comparison["better_share"]["log_loss"] > 0.975
+    assert compare(baseline, candidate, n_bootstrap=300, seed=0)["intervals"] == comparison["intervals"]
+
+
+def test_compare_of_a_model_with_itself_is_zero_and_never_better():
+    baseline, _ = paired_scores()
+    comparison = compare(baseline, baseline.sample(frac=1, random_state=0), n_bootstrap=100, seed=0)
+    assert comparison["difference"]["auc"] == 0 and comparison["intervals"]["auc"] == [0, 0]
+    assert comparison["better_share"]["auc"] == 0
+
+
+def test_compare_refuses_tables_of_other_videos_or_labels():
+    baseline, candidate = paired_scores(n=20)
+    with pytest.raises(ValueError, match="same videos alike"):
+        compare(baseline, candidate.iloc[:-1])
+    with pytest.raises(ValueError, match="same videos alike"):
+        compare(baseline, candidate.assign(label=candidate["label"].iloc[::-1].to_numpy()))

@@ -74,6 +74,18 @@ def test_accuracy_section_shows_auc_per_method_and_the_model_card(report, result
     assert "small_cnn_srm" in page and "2.31" in page and "`d34d199`" in page
 
 
+def test_a_paired_comparison_shows_the_signed_differences_and_the_share_of_draws(report, results_dir):
+    assert "Paired comparisons" not in report.render(results_dir)  # no file has one: no table
+    against = {"model": "runs/ffpp/models/six_epochs.keras", "n_videos": 48,
+               "difference": {"auc": 0.0301, "log_loss": -0.0342},
+               "intervals": {"auc": [-0.0441, 0.1132], "log_loss": [-0.0701, -0.0021]},
+               "better_share": {"auc": 0.78, "log_loss": 0.981}}
+    (results_dir / "accuracy_ffpp_heldout.json").write_text(json.dumps(dict(ACCURACY, against=against)))
+    row = next(line for line in report.render(results_dir).splitlines() if "six_epochs.keras" in line)
+    assert row == ("| `accuracy_ffpp_heldout.json` | `six_epochs.keras` | 48 | +0.030 [-0.044, +0.113] "
+                   "| -0.034 [-0.070, -0.002] | 0.78 | 0.981 |")
+
+
 def test_each_kind_gets_its_section_and_its_headline_figure(report, results_dir):
     page = report.render(results_dir)
     for heading in ("## Face stage", "## Scoring", "## Start-up", "## Training input", "## Accuracy"):
