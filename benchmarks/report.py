@@ -191,6 +191,14 @@ def _difference(metric: str) -> Callable[[Record], str]:
     return cell
 
 
+def _share(key: str) -> Callable[[Record], str]:
+    """A share of bootstrap draws as a percentage of them: "78% of draws"."""
+    def cell(record: Record) -> str:
+        value = _value(record, key)
+        return "—" if value is None else f"{100 * value:.0f}% of draws"
+    return cell
+
+
 def _interval(low_high: Any) -> str:
     if not isinstance(low_high, list) or len(low_high) != 2:
         return f"[{MISSING}]"
@@ -327,8 +335,8 @@ COMPARISON_COLUMNS: list[Column] = [
     ("baseline", lambda record: f"`{Path(str(_value(record, 'against.model'))).name}`"),
     ("videos", _number("against.n_videos")),
     ("AUC difference [95%]", _difference("auc")), ("log loss difference [95%]", _difference("log_loss")),
-    ("AUC higher in", _number("against.better_share.auc")),
-    ("log loss lower in", _number("against.better_share.log_loss")),
+    ("AUC higher in", _share("against.better_share.auc")),
+    ("log loss lower in", _share("against.better_share.log_loss")),
 ]
 
 MODEL_CARD_FIELDS = ("backbone", "fakes", "epochs", "image_size", "best_epoch", "temperature", "n_train_crops",

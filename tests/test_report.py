@@ -83,7 +83,7 @@ def test_a_paired_comparison_shows_the_signed_differences_and_the_share_of_draws
     (results_dir / "accuracy_ffpp_heldout.json").write_text(json.dumps(dict(ACCURACY, against=against)))
     row = next(line for line in report.render(results_dir).splitlines() if "six_epochs.keras" in line)
     assert row == ("| `accuracy_ffpp_heldout.json` | `six_epochs.keras` | 48 | +0.030 [-0.044, +0.113] "
-                   "| -0.034 [-0.070, -0.002] | 0.78 | 0.981 |")
+                   "| -0.034 [-0.070, -0.002] | 78% of draws | 98% of draws |")
 
 
 def test_each_kind_gets_its_section_and_its_headline_figure(report, results_dir):
