@@ -55,13 +55,9 @@ def measure(samples: tuple[np.ndarray, list[np.ndarray]], threshold: float, boot
     result["intervals"] = {name: [math.nan, math.nan] for name in METRIC_NAMES}
     if boot["n"] > 0 and len(is_fake):
         rng = np.random.default_rng(boot["seed"])
-        draws = [point_metrics(*_flatten(is_fake, scores, rng.integers(0, len(is_fake), len(is_fake))), threshold)
-                 for _ in range(boot["n"])]
-        tail = 100 * (1 - boot["confidence"]) / 2
-        for name in METRIC_NAMES:
-            values = np.array([draw[name] for draw in draws], dtype=np.float64)
-            if np.isfinite(values).any():
-                result["intervals"][name] = np.nanpercentile(values, [tail, 100 - tail]).tolist()
+        draws = _draw_values([point_metrics(*_flatten(is_fake, scores, rng.integers(0, len(is_fake), len(is_fake))),
+                                            threshold) for _ in range(boot["n"])])
+        result["intervals"].update(_percentile_intervals(draws, boot["confidence"]))
     return result
 
 
@@ -156,13 +152,10 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float = 
                                             "unit": "video, paired"}}
     if n_bootstrap > 0 and len(paired):
         rng = np.random.default_rng(seed)
-        draws = [difference(rng.integers(0, len(paired), len(paired))) for _ in range(n_bootstrap)]
-        tail = 100 * (1 - confidence) / 2
-        for name in METRIC_NAMES:
-            values = np.array([draw[name] for draw in draws], dtype=np.float64)
-            values = values[np.isfinite(values)]
+        draws = _draw_values([difference(rng.integers(0, len(paired), len(paired))) for _ in range(n_bootstrap)])
+        result["intervals"].update(_percentile_intervals(draws, confidence))
+        for name, values in draws.items():
             if len(values):
-                result["intervals"][name] = np.percentile(values, [tail, 100 - tail]).tolist()
                 sign = -1 if name in LOWER_IS_BETTER else 1
                 result["better_share"][name] = float(np.mean(sign * values > 0))
     return result
@@ -200,6 +193,18 @@ def confusion(predictions: pd.DataFrame, threshold: float = 0.5) -> dict[str, An
 
 
 # --- private helpers -------------------------------------------------------------------
+
+
+def _draw_values(draws: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per metric, its finite values over the bootstrap draws (a draw of one class has no AUC)."""
+    values = {name: np.array([draw[name] for draw in draws], dtype=np.float64) for name in METRIC_NAMES}
+    return {name: column[np.isfinite(column)] for name, column in values.items()}
+
+
+def _percentile_intervals(values: dict[str, np.ndarray], confidence: float) -> dict[str, list[float]]:
+    """The central `confidence` interval of each metric that has finite draws."""
+    tail = 100 * (1 - confidence) / 2
+    return {name: np.percentile(column, [tail, 100 - tail]).tolist() for name, column in values.items() if len(column)}
 
 
 def _label_totals(predictions: pd.DataFrame) -> dict[str, int]:
