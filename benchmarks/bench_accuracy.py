@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as
 import _common  # noqa: E402
 
 from dfhelpers import config, engine, metadata, scoring  # noqa: E402
-from dfhelpers.metrics import compare, evaluate, metrics_table  # noqa: E402
+from dfhelpers.metrics import compare, comparison_table, evaluate, metrics_table  # noqa: E402
 
 METRICS = ("auc", "log_loss", "accuracy", "ap", "eer")
 
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline, _ = score_videos(Path(args.against), videos, faces_cfg, score_cfg, args)
         comparison = compare(baseline, predictions, score_cfg.threshold, n_bootstrap=args.bootstrap,
                              seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
-        print(comparison_table(comparison, args.model, args.against), flush=True)
+        print(f"{args.model} minus {args.against}, {comparison['n_videos']} videos, paired bootstrap "
+              f"({comparison['bootstrap']['n']} draws):\n{comparison_table(comparison).to_string()}", flush=True)
         summary["against"] = {"model": str(args.against), "model_card": _card(Path(args.against)),
                               **_rounded_comparison(comparison)}
     _common.write_result({"benchmark": "accuracy", "model": str(args.model), "model_card": _card(Path(args.model)),
@@ -79,17 +80,6 @@ def score_videos(model: Path, videos: pd.DataFrame, faces_cfg: config.FacesConfi
         cache_root = Path(args.cache) if args.cache else Path(scratch)
         cache = engine.ScoreCache.for_model(cache_root, model, faces_cfg)
         return engine.score_table(videos, scorer, cache, progress=True)
-
-
-def comparison_table(comparison: dict[str, Any], model: str, baseline: str) -> str:
-    """The paired differences as printed lines: metric, difference [interval], share of draws better."""
-    lines = [f"{model} minus {baseline}, {comparison['n_videos']} videos, paired bootstrap "
-             f"({comparison['bootstrap']['n']} draws):"]
-    for name in METRICS:
-        low, high = comparison["intervals"][name]
-        lines.append(f"  {name:<9} {comparison['difference'][name]:+.3f} [{low:+.3f}, {high:+.3f}]"
-                     f"  better in {100 * comparison['better_share'][name]:.0f}% of draws")
-    return "\n".join(lines)
 
 
 def select_videos(folder: Path, groups_from: str | None, split: str) -> pd.DataFrame:

@@ -44,7 +44,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             code = export(Path(args.model), None if args.out is None else Path(args.out))
         elif args.command == "evaluate":
             code = evaluate(args.folders, Path(args.model), Path(args.out), config_path=args.config,
-                            progress=not args.quiet)
+                            progress=not args.quiet, against=None if args.against is None else Path(args.against))
         else:
             code = predict(args.inputs, Path(args.model), config_path=args.config, as_json=args.json,
                            progress=not args.quiet, frames_to=args.frames, explain_dir=args.explain)
@@ -111,28 +111,47 @@ def _print_preamble(bad_inputs: list[tuple[str, str]], as_json: bool, width: int
 
 
 def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optional[str] = None,
-             progress: bool = True) -> int:
+             progress: bool = True, against: Optional[Path] = None) -> int:
     """Score and measure each labelled folder on its own (evaluation.evaluate_each); print its metrics table.
 
     Writes out/<folder>/predictions.csv, frame_scores.csv, metrics.json, submission.csv and
     figures/ (two folders of one name: out/<name>/ and out/<name>-2/); face scores are cached in
-    out/score_cache/, so a re-run scores nothing again.
+    out/score_cache/, so a re-run scores nothing again. With `against` (a baseline model) the
+    baseline is measured on the same folders too (its reports in out/against/) and each folder's
+    model-minus-baseline differences, with paired bootstrap intervals, are printed and written
+    to out/<folder>/comparison.json.
 
     Raises:
-        MetadataError: a folder has no (valid) metadata.json. ModelLoadError: the model is missing.
+        MetadataError: a folder has no (valid) metadata.json. ModelLoadError: a model is missing.
     """
-    from dfhelpers import evaluation, runfolder
+    from dfhelpers import evaluation, files, runfolder
     from dfhelpers.errors import ModelLoadError
+    from dfhelpers.metrics import compare, comparison_table
 
     faces_cfg, score_cfg = _settings(config_path)
-    if not model_path.is_file():
-        raise ModelLoadError(f"{model_path}: model file not found; pass a .keras file saved by notebook 04")
-    evaluations = evaluation.evaluate_each(folders, model_path, faces_cfg, score_cfg, out, labelled=True,
-                                           progress=progress, before_scoring=_load_quietly)
-    for name, result in evaluations:
+    for path in [model_path] + ([against] if against is not None else []):
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: model file not found; pass a .keras file saved by notebook 04")
+    results = []
+    for name, result in evaluation.evaluate_each(folders, model_path, faces_cfg, score_cfg, out, labelled=True,
+                                                 progress=progress, before_scoring=_load_quietly):
         figures = evaluation.evaluation_figures(result["predictions"], result["metrics"], score_cfg.threshold)
         evaluation.save_figures(figures, result["reports_dir"] / runfolder.FIGURES_DIR)
         print(_report(name, result["metrics"], result["reports_dir"]), flush=True)
+        results.append((name, result))
+    if against is None:
+        return EXIT_OK
+    baselines = evaluation.evaluate_each(folders, against, faces_cfg, score_cfg, out / "against", labelled=True,
+                                         progress=progress, before_scoring=_load_quietly)
+    for (name, result), (_, baseline) in zip(results, baselines):
+        comparison = compare(baseline["predictions"], result["predictions"], score_cfg.threshold,
+                             n_bootstrap=score_cfg.bootstrap, seed=score_cfg.bootstrap_seed,
+                             confidence=score_cfg.confidence)
+        written = files.write_json(dict(comparison, model=str(model_path), against=str(against)),
+                                   result["reports_dir"] / "comparison.json")
+        print(f"== {name}: {model_path.name} minus {against.name} on the same {comparison['n_videos']} videos "
+              f"(paired: each of {comparison['bootstrap']['n']} bootstrap draws takes the same videos for both)\n"
+              f"{comparison_table(comparison).to_string()}\n   comparison: {written}", flush=True)
     return EXIT_OK
 
 
@@ -242,6 +261,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("--out", default="dfdetect-evaluation", metavar="OUT",
                               help="reports, figures and the score cache go here (default: ./dfdetect-evaluation)")
     evaluate_cmd.add_argument("--config", metavar="C.yaml", help="take the faces: and score: settings from this config")
+    evaluate_cmd.add_argument("--against", metavar="B.keras",
+                              help="also measure baseline B on the same videos and print M minus B per metric, "
+                                   "with paired bootstrap intervals: does M really beat B on these folders?")
     evaluate_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     export_cmd = commands.add_parser(
         "export", help="write M.onnx beside M.keras: predict and evaluate then start without TensorFlow",

@@ -174,6 +174,21 @@ def metrics_table(metrics: dict[str, Any], digits: int = 3) -> pd.DataFrame:
     return table.set_index(["level", "group"])
 
 
+def comparison_table(comparison: dict[str, Any], digits: int = 3) -> pd.DataFrame:
+    """One row per metric of a `compare` result: the signed difference with its interval, and the
+    share of bootstrap draws in which the candidate is better."""
+    def signed(value: float) -> str:
+        return "undefined" if value != value else f"{value:+.{digits}f}"
+
+    rows = [{"metric": name,
+             "difference": f"{signed(comparison['difference'][name])} "
+                           f"[{', '.join(signed(v) for v in comparison['intervals'][name])}]",
+             "better in": "undefined" if comparison["better_share"][name] != comparison["better_share"][name]
+             else f"{comparison['better_share'][name]:.0%} of draws"}
+            for name in METRIC_NAMES]
+    return pd.DataFrame(rows).set_index("metric")
+
+
 def metrics_tables(metrics_by_folder: dict[str, dict[str, Any]], digits: int = 3) -> pd.DataFrame:
     """metrics_table of several test folders (cross-dataset runs) under one more index level, folder."""
     tables = {folder: metrics_table(metrics, digits) for folder, metrics in metrics_by_folder.items()}

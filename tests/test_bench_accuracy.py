@@ -51,15 +51,9 @@ def test_against_the_same_model_every_difference_is_zero_and_never_better(bench,
 
 
 def test_against_another_model_gives_the_difference_of_the_two_measurements(bench, labelled, tmp_path):
-    import keras
-
     folder, run_yaml = labelled
     baseline = save_tiny_model(tmp_path / "tiny.keras")
-    sharper = keras.models.load_model(baseline)
-    kernel, bias = sharper.layers[-1].get_weights()
-    sharper.layers[-1].set_weights([3 * kernel, 3 * bias])  # the same ranking, other probabilities
-    candidate = tmp_path / "sharper.keras"
-    sharper.save(candidate)
+    candidate = save_tiny_model(tmp_path / "sharper.keras", sharpness=3.0)  # the same ranking, other probabilities
     paths = {name: tmp_path / f"{name}.json" for name in ("alone", "paired")}
     common = [str(folder), "--config", str(run_yaml), "--bootstrap", "50"]
     assert bench.main([str(baseline), *common, "--out", str(paths["alone"])]) == 0

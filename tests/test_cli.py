@@ -144,6 +144,35 @@ def test_evaluate_reports_two_folders_of_one_name_apart(tmp_path, tiny_model):
     assert (tmp_path / "out" / "test_videos-2" / "figures" / "roc.png").is_file()
 
 
+def test_evaluate_against_a_baseline_prints_and_writes_paired_differences(tmp_path, tiny_model):
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    entries = {}
+    for index in range(3):
+        close_up_video(folder / f"real{index}.mp4", n_frames=8 + 2 * index)
+        close_up_video(folder / f"fake{index}.mp4", n_frames=9 + 2 * index)
+        entries.update({f"real{index}.mp4": {"label": "REAL"},
+                        f"fake{index}.mp4": {"label": "FAKE", "original": f"real{index}.mp4"}})
+    (folder / "metadata.json").write_text(json.dumps(entries))
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\nscore: {min_faces: 4, trim: 1, bootstrap: 50}\n")
+    sharper = save_tiny_model(tmp_path / "sharper.keras", sharpness=3.0)
+    result = run_dfdetect("evaluate", folder, "--model", sharper, "--against", tiny_model, "--out", tmp_path / "out",
+                          "--config", tmp_path / "run.yaml", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "== labelled: sharper.keras minus tiny.keras on the same 6 videos" in result.stdout
+    comparison = json.loads((tmp_path / "out" / "labelled" / "comparison.json").read_text())
+    mine, theirs = (json.loads((tmp_path / "out" / part / "labelled" / "metrics.json").read_text())
+                    for part in (".", "against"))
+    assert comparison["n_videos"] == 6 and comparison["against"] == str(tiny_model)
+    assert comparison["difference"]["log_loss"] == pytest.approx(mine["log_loss"] - theirs["log_loss"])
+    assert comparison["difference"]["log_loss"] != 0 and len(comparison["intervals"]["auc"]) == 2
+
+    missing = run_dfdetect("evaluate", folder, "--model", sharper, "--against", tmp_path / "gone.keras",
+                           "--out", tmp_path / "out2", "--quiet")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "gone.keras: model file not found" in missing.stderr
+
+
 @pytest.mark.parametrize("arguments", [["--help"], ["predict", "some.mp4"]], ids=["help", "usage_error"])
 def test_help_and_usage_errors_import_neither_torch_nor_tensorflow(arguments):
     code = ("import sys\nfrom dfhelpers import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from dfhelpers.metrics import METRIC_NAMES, compare, evaluate, metrics_table, point_metrics
+from dfhelpers.metrics import METRIC_NAMES, compare, comparison_table, evaluate, metrics_table, point_metrics
 
 
 def test_log_loss_auc_and_accuracy_agree_with_scikit_learn(predictions):
@@ -148,6 +148,9 @@ def test_compare_is_candidate_minus_baseline_with_a_narrower_paired_interval():
     assert separate[1]["intervals"]["auc"][0] < separate[0]["intervals"]["auc"][1]  # separately: overlapping
     assert comparison["better_share"]["auc"] > 0.975 and comparison["better_share"]["log_loss"] > 0.975
     assert compare(baseline, candidate, n_bootstrap=300, seed=0)["intervals"] == comparison["intervals"]
+    row = comparison_table(comparison).loc["auc"]
+    assert row["difference"] == f"+{comparison['difference']['auc']:.3f} [+{low:.3f}, +{high:.3f}]"
+    assert row["better in"].endswith("% of draws")
 
 
 def test_compare_of_a_model_with_itself_is_zero_and_never_better():

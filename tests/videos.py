@@ -115,14 +115,18 @@ def folder_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def save_tiny_model(path: Path, crop_size: int = 160) -> Path:
-    """Crops (N, crop_size, crop_size, 3) 0..255 -> (N, 1) P(FAKE), deterministic weights."""
+def save_tiny_model(path: Path, crop_size: int = 160, sharpness: float = 1.0) -> Path:
+    """Crops (N, crop_size, crop_size, 3) 0..255 -> (N, 1) P(FAKE), deterministic weights.
+
+    `sharpness` scales the logit: another model with the same ranking and other probabilities.
+    """
     import keras
 
     crops = keras.Input((crop_size, crop_size, 3))
     mean_colour = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(crops))
-    fake_probability = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="ones",
-                                          bias_initializer=keras.initializers.Constant(-1.5))(mean_colour)
+    fake_probability = keras.layers.Dense(1, activation="sigmoid",
+                                          kernel_initializer=keras.initializers.Constant(sharpness),
+                                          bias_initializer=keras.initializers.Constant(-1.5 * sharpness))(mean_colour)
     path.parent.mkdir(parents=True, exist_ok=True)
     keras.Model(crops, fake_probability).save(path)
     return path
