@@ -249,10 +249,26 @@ def test_face_stage_killed_mid_stage_resumes_to_the_same_manifest(corpus, clean_
 
 def test_run_all_killed_mid_stage_leaves_no_process_and_resumes(corpus, clean_crop_run):
     """SIGKILL of the runner alone: its kernel and the kernel's pool workers must follow it."""
-    cfg_path = write_config(corpus, "killed_run_all", faces={"workers": 2, "frames_per_video": 8})
-    cfg = config.load(cfg_path)
-    command = [sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)]
-    assert subprocess.run([*command, "--only", "1"], capture_output=True, timeout=300).returncode == 0
+    for attempt in range(3):  # the stage is small: on a fast machine the kill may land after its end
+        cfg_path = write_config(corpus, f"killed_run_all_{attempt}", faces={"workers": 2, "frames_per_video": 8})
+        cfg = config.load(cfg_path)
+        command = [sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)]
+        assert subprocess.run([*command, "--only", "1"], capture_output=True, timeout=300).returncode == 0
+        kill_runner_after_first_commit(command, cfg)
+        if not cfg.faces_csv.exists():
+            break
+    assert not cfg.faces_csv.exists(), "in three attempts the kill always landed after the stage"
+    resumed = subprocess.run([*command, "--only", "2"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, expected_crops = comparable_manifest(clean_crop_run)
+    got, got_crops = comparable_manifest(cfg_path)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got_crops == expected_crops
+
+
+def kill_runner_after_first_commit(command: list[str], cfg: config.Config) -> None:
+    """Start notebook 02 through run_all, SIGKILL the runner once a video is committed, and check
+    that the kernel and its pool workers (seen while waiting) are gone soon after."""
     process = subprocess.Popen([*command, "--only", "2"], start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     left: list[int] = []
@@ -271,13 +287,6 @@ def test_run_all_killed_mid_stage_leaves_no_process_and_resumes(corpus, clean_cr
         for pid in left:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
-    assert not cfg.faces_csv.exists(), "the kill landed after the stage"
-    resumed = subprocess.run([*command, "--only", "2"], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected, expected_crops = comparable_manifest(clean_crop_run)
-    got, got_crops = comparable_manifest(cfg_path)
-    pd.testing.assert_frame_equal(got, expected)
-    assert got_crops == expected_crops
 
 
 # --- a Dask cluster ---------------------------------------------------------------------------
