@@ -117,14 +117,14 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
     Writes out/<folder>/predictions.csv, frame_scores.csv, metrics.json, submission.csv and
     figures/ (two folders of one name: out/<name>/ and out/<name>-2/); face scores are cached in
     out/score_cache/, so a re-run scores nothing again. With `against` (a baseline model) the
-    baseline is measured on the same folders too (its reports in out/against/) and each folder's
+    baseline is measured on the same crops too (faces detected once; its reports in out/against/) and each folder's
     model-minus-baseline differences, with paired bootstrap intervals, are printed and written
     to out/<folder>/comparison.json.
 
     Raises:
         MetadataError: a folder has no (valid) metadata.json. ModelLoadError: a model is missing.
     """
-    from dfhelpers import evaluation, files, runfolder
+    from dfhelpers import engine, evaluation, files, runfolder
     from dfhelpers.errors import ModelLoadError
     from dfhelpers.metrics import compare, comparison_table
 
@@ -132,9 +132,17 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
     for path in [model_path] + ([against] if against is not None else []):
         if not path.is_file():
             raise ModelLoadError(f"{path}: model file not found; pass a .keras file saved by notebook 04")
+    # the baseline scores the crops this run extracts, into the cache its own measurement reads
+    also = [] if against is None else [(engine.VideoScorer(against, faces_cfg, score_cfg), engine.ScoreCache.for_model(
+        out / "against" / runfolder.SCORE_CACHE_DIR, against, faces_cfg))]
+
+    def load_quietly(scorer: engine.VideoScorer) -> None:
+        for each in [scorer, *(other for other, _ in also)]:
+            _load_quietly(each)
+
     results = []
     for name, result in evaluation.evaluate_each(folders, model_path, faces_cfg, score_cfg, out, labelled=True,
-                                                 progress=progress, before_scoring=_load_quietly):
+                                                 progress=progress, before_scoring=load_quietly, also=also):
         figures = evaluation.evaluation_figures(result["predictions"], result["metrics"], score_cfg.threshold)
         evaluation.save_figures(figures, result["reports_dir"] / runfolder.FIGURES_DIR)
         print(_report(name, result["metrics"], result["reports_dir"]), flush=True)

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -293,8 +293,12 @@ class ScoreCache:
 
 
 def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[ScoreCache] = None,
-                progress: bool = True) -> Iterator[ScoredVideo]:
+                progress: bool = True, also: Sequence[tuple[VideoScorer, ScoreCache]] = ()) -> Iterator[ScoredVideo]:
     """Score videos in order (from the cache when it holds them), with a progress bar on stderr.
+
+    `also`: other models (scorer, its cache) fed the same crops of each video this run extracts
+    and stored in their caches, so that measuring them afterwards detects nothing again (a
+    comparison of two models on one folder; only `scorer`'s results are yielded).
 
     `score.threads` videos are decoded and detected at once in threads (PyAV, OpenCV and torch
     release the GIL), while the model scores finished ones here; the model loads in the
@@ -314,17 +318,19 @@ def score_paths(paths: list[str | Path], scorer: VideoScorer, cache: Optional[Sc
             in_flight.append(cached if cached is not None
                              else pool.submit(scorer.start_loading().extract, path, decode_threads))
             while len(in_flight) > n_threads:
-                yield _finish(in_flight.popleft(), scorer, cache, bar)
+                yield _finish(in_flight.popleft(), scorer, cache, bar, also)
         while in_flight:
-            yield _finish(in_flight.popleft(), scorer, cache, bar)
+            yield _finish(in_flight.popleft(), scorer, cache, bar, also)
     bar.close()
 
 
 def score_table(videos: pd.DataFrame, scorer: VideoScorer, cache: Optional[ScoreCache] = None,
-                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                progress: bool = True, also: Sequence[tuple[VideoScorer, ScoreCache]] = ()
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(predictions, faces) of a video table (video, path, label, metadata columns), via the cache."""
     # each video's crops are let go as soon as it is scored: a folder of thousands would hold GBs
-    scored = [(s.faces, s.status) for s in score_paths(videos["path"].tolist(), scorer, cache, progress=progress)]
+    scored = [(s.faces, s.status) for s in score_paths(videos["path"].tolist(), scorer, cache, progress=progress,
+                                                         also=also)]
     tables = [table.assign(video=name) for (table, _), name in zip(scored, videos["video"]) if len(table)]
     faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FACE_COLUMNS)
     statuses = {name: status for (_, status), name in zip(scored, videos["video"])}
@@ -382,8 +388,8 @@ def _traced_forward(classifier: Any, crop_size: int) -> Callable[[np.ndarray], A
 
 
 def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoScorer,
-            cache: Optional[ScoreCache], bar: Any) -> ScoredVideo:
-    """A cached result as it is; an extraction run through the model and stored in the cache."""
+            cache: Optional[ScoreCache], bar: Any, also: Sequence[tuple[VideoScorer, ScoreCache]] = ()) -> ScoredVideo:
+    """A cached result as it is; an extraction run through the model(s) and stored in the cache(s)."""
     if isinstance(pending, ScoredVideo):
         scored = pending
     else:
@@ -393,6 +399,10 @@ def _finish(pending: "ScoredVideo | concurrent.futures.Future", scorer: VideoSco
         scorer.load()
         scored = scorer.finish(extracted)
         scored = cache.store(scored) if cache is not None else scored
+        for other, other_cache in also:
+            if other_cache.load(extracted.path) is None:
+                other.load()
+                other_cache.store(other.finish(extracted))
     bar.update(1)
     bar.set_postfix_str(f"{scored.video}: {scored.status.split(':')[0]}")
     return scored

@@ -39,6 +39,7 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
                   first_in_out_dir: bool = False, crops_dir: Optional[Path] = None,
                   work_dir: Optional[Path] = None, progress: bool = True,
                   before_scoring: Optional[Callable[[engine.VideoScorer], None]] = None,
+                  also: Sequence[tuple[engine.VideoScorer, engine.ScoreCache]] = (),
                   ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Score and measure each folder of videos on its own, writing its report files before yielding it.
 
@@ -48,7 +49,8 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
     out_dir/score_cache/ (the scored crops saved in crops_dir, relative to work_dir, when given).
     A folder's reports (write_evaluation) go to out_dir/<name>/, or to out_dir itself for
     the first when `first_in_out_dir`; folders of one name are reported as name, name-2, ...
-    `before_scoring(scorer)` runs before a folder with videos not in the cache is scored.
+    `before_scoring(scorer)` runs before a folder with videos not in the cache is scored;
+    `also` (other scorers and their caches) get the same crops, as engine.score_paths says.
 
     Yields:
         (name, {"predictions", "faces", "metrics", "reports_dir"}) per folder, in the given order.
@@ -64,7 +66,7 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
     for folder_name, videos in tables:
         if before_scoring is not None and any(cache.load(path) is None for path in videos["path"]):
             before_scoring(scorer)
-        predictions, faces = engine.score_table(videos, scorer, cache, progress=progress)
+        predictions, faces = engine.score_table(videos, scorer, cache, progress=progress, also=also)
         folder_metrics = metrics.evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=score_cfg.bootstrap,
                                           seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
         name = _unique_name(folder_name, reports_dirs)

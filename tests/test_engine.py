@@ -22,6 +22,25 @@ def test_detection_runs_while_the_model_loads_and_scores_match_a_loaded_scorer(t
     np.testing.assert_allclose(scored.faces["score"], expected.faces["score"], rtol=1e-5)
 
 
+def test_another_model_scores_the_same_crops_into_its_cache_so_measuring_it_detects_nothing(tmp_path):
+    paths = [close_up_video(tmp_path / "face.mp4"), close_up_video(tmp_path / "again.mp4", n_frames=10)]
+    faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
+    scorer = engine.VideoScorer(save_tiny_model(tmp_path / "tiny.keras"), faces_cfg, score_cfg)
+    baseline_path = save_tiny_model(tmp_path / "sharper.keras", sharpness=3.0)
+    baseline_cache = engine.ScoreCache.for_model(tmp_path / "against", baseline_path, faces_cfg)
+    also = [(engine.VideoScorer(baseline_path, faces_cfg, score_cfg), baseline_cache)]
+    mine = list(engine.score_paths(paths, scorer, progress=False, also=also))
+    for path, scored in zip(paths, mine):
+        stored = baseline_cache.load(path)
+        alone = engine.VideoScorer(baseline_path, faces_cfg, score_cfg).load().score(path)
+        assert stored is not None and len(stored.faces) == len(alone.faces) == len(scored.faces) > 0
+        np.testing.assert_allclose(stored.faces["score"], alone.faces["score"], rtol=1e-5)
+        assert not np.allclose(stored.faces["score"], scored.faces["score"])  # the other model's scores
+    never_loaded = engine.VideoScorer(tmp_path / "missing.keras", faces_cfg, score_cfg)  # would fail if asked
+    assert [s.status for s in engine.score_paths(paths, never_loaded, baseline_cache, progress=False)] == [
+        s.status for s in mine]
+
+
 def test_a_corrupt_model_fails_when_its_scores_are_needed_not_silently(tmp_path):
     close_up_video(tmp_path / "face.mp4")
     corrupt = tmp_path / "corrupt.keras"
