@@ -50,14 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     score_cfg = cfg.score if cfg else config.ScoreConfig()
     videos = select_videos(Path(args.folder), args.groups_from, args.split)
     started = time.monotonic()
-    predictions, faces = score_videos(Path(args.model), videos, faces_cfg, score_cfg, args)
+    with tempfile.TemporaryDirectory(prefix="dfdetect-accuracy-") as scratch:
+        cache_root = Path(args.cache) if args.cache else Path(scratch)
+        scored = score_videos([Path(args.model)] + ([Path(args.against)] if args.against else []), videos,
+                              faces_cfg, score_cfg, args, cache_root)
+    predictions, faces = scored[0]
     metrics = evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=args.bootstrap,
                        seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
     summary = summarise(metrics, predictions)
     print(metrics_table(metrics).to_string(), flush=True)
     if args.against:
-        baseline, _ = score_videos(Path(args.against), videos, faces_cfg, score_cfg, args)
-        comparison = compare(baseline, predictions, score_cfg.threshold, n_bootstrap=args.bootstrap,
+        comparison = compare(scored[1][0], predictions, score_cfg.threshold, n_bootstrap=args.bootstrap,
                              seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
         print(f"{args.model} minus {args.against}, {comparison['n_videos']} videos, paired bootstrap "
               f"({comparison['bootstrap']['n']} draws):\n{comparison_table(comparison).to_string()}", flush=True)
@@ -70,16 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def score_videos(model: Path, videos: pd.DataFrame, faces_cfg: config.FacesConfig, score_cfg: config.ScoreConfig,
-                 args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(predictions, faces) of one model on the chosen videos: from stored crops or through the engine."""
-    scorer = engine.VideoScorer(model, faces_cfg, score_cfg)
+def score_videos(models: list[Path], videos: pd.DataFrame, faces_cfg: config.FacesConfig,
+                 score_cfg: config.ScoreConfig, args: argparse.Namespace,
+                 cache_root: Path) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(predictions, faces) of each model on the chosen videos: from stored crops, or through the
+    engine with faces detected once (the first model's pass feeds the others' caches)."""
+    scorers = [engine.VideoScorer(model, faces_cfg, score_cfg) for model in models]
     if args.crops_from:
-        return score_stored_crops(videos, scorer, Path(args.crops_from))
-    with tempfile.TemporaryDirectory(prefix="dfdetect-accuracy-") as scratch:
-        cache_root = Path(args.cache) if args.cache else Path(scratch)
-        cache = engine.ScoreCache.for_model(cache_root, model, faces_cfg)
-        return engine.score_table(videos, scorer, cache, progress=True)
+        return [score_stored_crops(videos, scorer, Path(args.crops_from)) for scorer in scorers]
+    caches = [engine.ScoreCache.for_model(cache_root, model, faces_cfg) for model in models]
+    also = list(zip(scorers[1:], caches[1:]))
+    return [engine.score_table(videos, scorer, cache, progress=True, also=also if index == 0 else ())
+            for index, (scorer, cache) in enumerate(zip(scorers, caches))]
 
 
 def select_videos(folder: Path, groups_from: str | None, split: str) -> pd.DataFrame:
