@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from keras.src.backend import config as keras_config
@@ -36,10 +37,23 @@ def test_the_original_head_is_flatten_dense_dropout_dense():
     assert classifier.get_layer("dense").units == 512
 
 
-@pytest.mark.parametrize("head, layer_name", [("pool", "pool"), ("avg_max", "avg_max")])
-def test_global_pooling_heads_build(head, layer_name):
+@pytest.mark.parametrize("head, pooled_layer, pool", [
+    ("pool", "pool", lambda features: features.mean(axis=(1, 2))),
+    ("avg_max", "avg_max", lambda features: np.concatenate([features.mean(axis=(1, 2)), features.max(axis=(1, 2))], 1)),
+])
+def test_global_pooling_heads_feed_the_logit_the_pooled_backbone_features(head, pooled_layer, pool):
     classifier = model.build(TrainConfig(head=head, image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
-    assert classifier.get_layer(layer_name) is not None
+    names = [layer.name for layer in classifier.layers]
+    assert names[names.index("small_cnn") + 1:] == [
+        *(["pool"] if head == "pool" else ["pool", "max_pool", "avg_max"]),
+        "dropout", "fake_logit", "temperature", "fake_probability"]  # no Flatten, no Dense(512)
+    # the backbone's features (image_size 32, one block of 4 filters: 16x16x4) and what the head makes of them
+    probe = keras.Model(classifier.inputs,
+                        [classifier.get_layer("pool").input, classifier.get_layer(pooled_layer).output])
+    features, pooled = probe.predict(_crops(), verbose=0)
+    assert features.shape == (3, 16, 16, 4)
+    np.testing.assert_allclose(pooled, pool(features), rtol=1e-5, atol=1e-6)
+    assert classifier.get_layer("fake_logit").kernel.shape == (pooled.shape[1], 1)
     assert classifier.predict(_crops(), verbose=0).shape == (3, 1)
 
 
