@@ -1,5 +1,6 @@
 """dfhelpers.inputs: the tf.data pipeline from split.csv, augmentation, bad-crop handling."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +88,68 @@ def test_switched_off_augmentation_passes_decoded_pixels_unchanged(run_dir):
     assert sorted(augmented.sum(axis=(1, 2, 3)).tolist()) == pytest.approx(sorted(decoded.sum(axis=(1, 2, 3)).tolist()))
 
 
-def test_augmentation_changes_the_crops(run_dir):
+def _epoch(pipeline) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over a pipeline: (images, labels) in the order they came out."""
+    batches = [(images.numpy(), labels.numpy()) for images, labels in pipeline]
+    return np.concatenate([images for images, _ in batches]), np.concatenate([labels for _, labels in batches])
+
+
+def _sources(images: np.ndarray, decoded: np.ndarray) -> list[tuple[int, bool]]:
+    """Per output image, (the decoded crop it is, whether left-right mirrored); fails on any other image."""
+    found = []
+    for image in images:
+        as_is = [index for index, crop in enumerate(decoded) if np.array_equal(image, crop)]
+        mirrored = [index for index, crop in enumerate(decoded) if np.array_equal(image, crop[:, ::-1])]
+        assert len(as_is) + len(mirrored) == 1, "an output crop is neither a decoded crop nor its left-right mirror"
+        found.append(((as_is or mirrored)[0], bool(mirrored)))
+    return found
+
+
+def test_horizontal_flip_mirrors_crops_left_right_exactly_and_keeps_each_label(run_dir):
+    cfg = _config(run_dir, rotation=0.0, shift=0.0, horizontal_flip=True, vertical_flip=False)
+    train = runfolder.read_split(cfg.split_csv).query("split == 'train'")
+    decoded = _decoded([cfg.work_dir / p for p in train["path"]])
+    pipeline = inputs.make_dataset(train, cfg, training=True)
+    mirrored_or_not = set()
+    for _ in range(2):  # 24 coins: all on one side once in 8 million runs
+        images, labels = _epoch(pipeline)
+        sources = _sources(images, decoded)
+        assert sorted(index for index, _ in sources) == list(range(len(train)))  # every crop once, none lost
+        np.testing.assert_array_equal(labels, train["label_index"].to_numpy()[[index for index, _ in sources]])
+        mirrored_or_not |= {is_mirrored for _, is_mirrored in sources}
+    assert mirrored_or_not == {True, False}  # a coin per crop: some flipped, some not
+
+
+def test_augmentation_layers_draw_the_same_changes_from_the_same_seed(run_dir):
+    # the layers, not the training pipeline: its parallel map may hand the draws to batches in any order
+    cfg = _config(run_dir, rotation=0.1, shift=0.2, horizontal_flip=True, vertical_flip=False)
+    train = runfolder.read_split(cfg.split_csv).query("split == 'train'")
+    decoded = _decoded([cfg.work_dir / p for p in train["path"]])
+
+    def augmented(train_cfg: config.TrainConfig) -> np.ndarray:
+        return np.asarray(inputs.augmentation(train_cfg)(decoded, training=True))
+
+    first = augmented(cfg.train)
+    assert not np.array_equal(first, decoded)
+    np.testing.assert_array_equal(augmented(cfg.train), first)  # freshly built layers, the same seed
+    assert not np.array_equal(augmented(dataclasses.replace(cfg.train, seed=cfg.train.seed + 10)), first)
+
+
+def test_rotation_and_shift_change_the_crops_but_keep_pixel_values_and_labels(run_dir):
     cfg = _config(run_dir, rotation=0.1, shift=0.2, horizontal_flip=True, vertical_flip=False)
     train = runfolder.read_split(cfg.split_csv).query("split == 'train'")
     layer_names = [layer.__class__.__name__ for layer in inputs.augmentation(cfg.train).layers]
     assert layer_names == ["RandomRotation", "RandomTranslation", "RandomFlip"]
-    augmented = np.concatenate([images.numpy() for images, _ in inputs.make_dataset(train, cfg, training=True)])
+    images, labels = _epoch(inputs.make_dataset(train, cfg, training=True))
     decoded = _decoded([cfg.work_dir / p for p in train["path"]])
-    assert not np.allclose(np.sort(augmented.sum(axis=(1, 2, 3))), np.sort(decoded.sum(axis=(1, 2, 3))))
+    assert images.shape == decoded.shape and images.dtype == np.float32
+    assert images.min() >= 0 and images.max() <= 255
+    # nearest fill and interpolation stay within a crop's own values: REAL crops (written dark) stay dark
+    assert (images.mean(axis=(1, 2, 3)) > 120).tolist() == (labels == 1).tolist()
+    assert sorted(labels.tolist()) == sorted(train["label_index"].astype(float).tolist())
+    is_untouched = [any(np.array_equal(image, crop) or np.array_equal(image, crop[:, ::-1]) for crop in decoded)
+                    for image in images]
+    assert not any(is_untouched)
 
 
 def test_photometric_augmentation_is_added_only_when_configured(run_dir):
