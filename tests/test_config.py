@@ -1,8 +1,11 @@
+import dataclasses
+import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from dfhelpers import config
+from dfhelpers import config, config_rules
 from dfhelpers.errors import ConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -26,9 +29,10 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     assert cfg.split_csv == tmp_path / "runs" / "x" / "manifests" / "split.csv"
 
 
-def test_unknown_key_names_the_key_and_the_file(tmp_path):
+def test_unknown_key_names_the_key_and_the_file_and_suggests_the_closest_key(tmp_path):
     path = write(tmp_path, "work_dir: w\ndata_dirs: [d]\ntrain:\n  epoch: 3\n")
-    with pytest.raises(ConfigError, match=r"run.yaml: unknown key 'train.epoch'; known keys here: .*epochs"):
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key 'train.epoch'; did you mean 'train.epochs'\? "
+                                          r"known keys here: .*epochs"):
         config.load(path)
 
 
@@ -88,3 +92,72 @@ def test_to_dict_round_trips_through_from_dict(tmp_path):
     plain.pop("source")
     again = config.from_dict(plain, base_dir=tmp_path)
     assert again.train == cfg.train and again.work_dir == cfg.work_dir
+
+
+# --- ranges, relations and names (dfhelpers.config_rules) --------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, value, shown", [
+    ("score", "threshold", "7", "7"),  # 7.0: the float the key holds
+    ("score", "clip", "[0.9, 0.1]", "[0.9, 0.1]"),
+    ("faces", "frames_per_video", "-3", "-3"),
+    ("train", "epochs", "0", "0"),
+])
+def test_value_out_of_range_is_a_one_line_error_naming_file_key_and_value(tmp_path, section, key, value, shown):
+    path = write(tmp_path, f"work_dir: w\ndata_dirs: [d]\n{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"run.yaml: {section}\.{key} is {re.escape(shown)}") as error:
+        config.load(path)
+    assert "\n" not in str(error.value)
+
+
+def test_out_of_range_error_says_the_allowed_values_and_the_default(tmp_path):
+    path = write(tmp_path, "work_dir: w\ndata_dirs: [d]\nscore:\n  threshold: 7\n")
+    with pytest.raises(ConfigError, match=r"must be in \[0, 1\] .*; set a value in \[0, 1\] \(default 0.5\)"):
+        config.load(path)
+
+
+def test_out_of_range_override_is_refused_like_a_file_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.yaml: faces.margin is -1, must be >= 0"):
+        config.load(write(tmp_path, "work_dir: w\ndata_dirs: [d]\n"), {"faces.margin": -1})
+
+
+def test_val_and_test_fractions_in_effect_must_leave_train_groups(tmp_path):
+    fractions = "work_dir: w\ndata_dirs: [d]\nsplit:\n  val_fraction: 0.5\n  test_fraction: 0.5\n"
+    with pytest.raises(ConfigError, match=r"split.val_fraction is 0.5, split.test_fraction is 0.5; "
+                                          r"their sum must be below 1") as error:
+        config.load(write(tmp_path, fractions))
+    assert "\n" not in str(error.value)
+    assert config.load(write(tmp_path, fractions + "  test_groups: [person_a]\n")).split.test_fraction == 0.5
+
+
+def test_a_trimmed_mean_with_too_few_faces_to_trim_is_warned_about(tmp_path):
+    path = write(tmp_path, "work_dir: w\ndata_dirs: [d]\nscore:\n  trim: 5\n  min_faces: 10\n")
+    with pytest.warns(UserWarning, match=r"score.min_faces is 10, score.trim is 5; a trimmed mean needs more"):
+        config.load(path)
+
+
+def test_a_section_built_in_code_still_refuses_its_checked_key():
+    with pytest.raises(ConfigError, match=r"SampleConfig: sample.blend_strength is 0.0, must be > 0"):
+        config.SampleConfig(blend_strength=0.0)
+
+
+def test_every_numeric_key_has_a_range_and_every_range_names_one():
+    numeric = {f"{name}.{key}" for name, section in typing.get_type_hints(config.Config).items()
+               if dataclasses.is_dataclass(section)
+               for key, hint in typing.get_type_hints(section).items() if _is_numeric(hint)}
+    assert sorted(numeric - set(config_rules.RANGES)) == [], "add these keys to config_rules.RANGES"
+    assert sorted(set(config_rules.RANGES) - numeric) == [], "these rules name no numeric key"
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_loads_within_every_range_and_relation(path, recwarn):
+    config.load(path)
+    assert [str(warning.message) for warning in recwarn] == []
+
+
+def _is_numeric(hint: object) -> bool:
+    """int or float, optional or not, or a tuple of them."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None) and arg is not Ellipsis]
+    if hint in (int, float):
+        return True
+    return bool(args) and typing.get_origin(hint) is not typing.Literal and all(_is_numeric(arg) for arg in args)
