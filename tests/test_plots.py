@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dfhelpers import evaluation, metrics, plots  # noqa: E402
+from dfhelpers import evaluation, metadata, metrics, plots, splitting  # noqa: E402
 
 
 def _explained(n_videos: int, n_crops: int = 4) -> list[dict]:
@@ -31,9 +31,62 @@ def test_each_explanation_title_sits_between_its_own_rows_and_the_previous_video
         previous_bottom = min(box.y0 for box in axes)
 
 
-def test_an_empty_explanation_says_so():
+def test_an_empty_explanation_says_so_and_shows_nothing_else():
     fig = plots.explanation_strips([])
-    assert any("no videos to explain" in text.get_text() for ax in fig.axes for text in ax.texts)
+    assert len(fig.subfigs) == 1 and len(fig.axes) == 2  # one placeholder block: two rows of one column
+    assert [text.get_text() for ax in fig.axes for text in ax.texts] == ["no videos to explain"]
+    assert [image for ax in fig.axes for image in ax.images] == [] and not any(ax.axison for ax in fig.axes)
+    assert fig.subfigs[0]._suptitle is None  # no video title over the placeholder
+
+
+def test_explanation_strips_show_each_crop_above_itself_under_its_heatmap():
+    explained = _explained(2, n_crops=3)
+    explained[1] = {**explained[1], "crops": explained[1]["crops"][::-1].copy(), "frames": [4, 9, 14],
+                    "scores": [0.1, 0.65, 0.999]}
+    fig = plots.explanation_strips(explained, method="occlusion")
+    assert fig._suptitle.get_text().startswith("where the model saw FAKE (occlusion")
+    for subfig, item in zip(fig.subfigs, explained):
+        assert subfig._suptitle.get_text() == item["title"]
+        top, bottom = subfig.axes[:3], subfig.axes[3:]  # subplots(2, 3): the first row, then the second
+        for column, (crop, heatmap, frame, score) in enumerate(
+                zip(item["crops"], item["heatmaps"], item["frames"], item["scores"])):
+            (shown,) = top[column].images
+            np.testing.assert_array_equal(shown.get_array(), crop)
+            assert top[column].get_title() == f"frame {frame}\nP(FAKE) {score:.2f}"
+            under, over = bottom[column].images
+            np.testing.assert_array_equal(under.get_array(), crop)
+            np.testing.assert_allclose(over.get_array(), heatmap)
+            assert over.get_cmap().name == "jet" and over.get_clim() == (0, 1) and over.get_alpha() == 0.45
+
+
+def test_videos_per_part_draws_one_bar_per_part_and_label_with_its_count():
+    videos = pd.DataFrame({"part": ["p0"] * 5 + ["p1"] * 2, "label": ["REAL", "FAKE", "FAKE", "FAKE", "FAKE",
+                                                                     "REAL", "REAL"]})
+    ax = plots.videos_per_part(metadata.videos_per_part(videos)).axes[0]
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["p0", "p1"]  # the total row is not a bar
+    real, fake = ax.containers
+    assert [bar.get_height() for bar in real] == [1, 2] and [bar.get_height() for bar in fake] == [4, 0]
+    assert [text.get_text() for text in ax.texts] == ["1", "2", "4", "0"]
+    assert ax.get_legend_handles_labels()[1] == ["REAL", "FAKE"] and ax.get_ylabel() == "videos"
+    assert matplotlib.colors.same_color(real[0].get_facecolor(), plots.LABEL_COLORS["REAL"])
+
+
+def test_split_counts_draw_groups_videos_and_crops_per_split_and_label():
+    split = pd.DataFrame({"split": ["train"] * 6 + ["val"] * 2 + ["test"] * 3,
+                          "label": ["REAL", "REAL", "FAKE", "FAKE", "FAKE", "FAKE", "REAL", "FAKE", "REAL", "REAL",
+                                    "FAKE"],
+                          "group": ["g1", "g1", "g1", "g2", "g2", "g2", "g3", "g3", "g4", "g4", "g4"],
+                          "video": ["r1", "r1", "f1", "f2", "f2", "f3", "r3", "f4", "r4", "r4", "f5"],
+                          "path": [f"c{index}.jpg" for index in range(11)]})
+    figure = plots.split_counts(splitting.summary(split))
+    expected = {"groups": ([1, 1, 1], [2, 1, 1]), "videos": ([1, 1, 1], [3, 1, 1]), "crops": ([2, 1, 2], [4, 1, 1])}
+    assert [ax.get_title() for ax in figure.axes] == ["Groups per split", "Videos per split", "Crops per split"]
+    for ax, (column, (real_heights, fake_heights)) in zip(figure.axes, expected.items()):
+        assert [tick.get_text() for tick in ax.get_xticklabels()] == ["train", "val", "test"]
+        real, fake = ax.containers
+        assert [bar.get_height() for bar in real] == real_heights, column
+        assert [bar.get_height() for bar in fake] == fake_heights, column
+    assert figure.axes[2].get_legend() is not None and figure.axes[0].get_legend() is None
 
 
 def test_roc_figure_draws_scikit_learns_curve_and_the_auc(predictions):
