@@ -1,5 +1,7 @@
 """Typed exceptions: every message is one line naming the input and what to do."""
 
+from __future__ import annotations
+
 
 class DfdetectError(Exception):
     """Base of every error this package raises on purpose."""
@@ -18,7 +20,11 @@ class SampleSourceError(DfdetectError):
 
 
 class VideoReadError(DfdetectError):
-    """A video cannot be opened or decoded."""
+    """A video (or a face image) cannot be opened or decoded; `reason` is the short cause a status reports."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class CropError(DfdetectError):

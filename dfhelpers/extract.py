@@ -13,7 +13,7 @@ from typing import Generator, Iterator
 import numpy as np
 import pandas as pd
 
-from dfhelpers import facedetect, selfblend, tracking, video
+from dfhelpers import facedetect, imagesets, selfblend, tracking, video
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import VideoReadError
 
@@ -67,7 +67,7 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: facedetect
     found: list[tuple] = []  # frame, face, box, prob, crop, landmarks in crop pixels
     frames_read, problems = 0, []
     try:
-        indices = video.sample_indices(video.probe(path).n_frames, faces_cfg)
+        indices = video.sample_indices(_n_frames(path), faces_cfg)
     except VideoReadError as err:
         indices, problems = [], [err]
     batches = _frame_batches(path, indices, faces_cfg.batch_size, problems, decode_threads)
@@ -89,12 +89,19 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: facedetect
 # --- private helpers -------------------------------------------------------------------
 
 
+def _n_frames(path: Path) -> int:
+    """An item's frame count: a video's, or a face-image item's (one image, or a sequence folder's images)."""
+    return imagesets.n_frames(path) if imagesets.is_image_item(path) else video.probe(path).n_frames
+
+
 def _frame_batches(path: Path, indices: list[int], batch_size: int, problems: list[VideoReadError],
                    decode_threads: int = 1) -> Generator[list[tuple[int, np.ndarray]], None, None]:
     """Batches of (index, frame); a read error ends the batches (after the partial one) and is appended to problems."""
     batch: list[tuple[int, np.ndarray]] = []
     try:
-        for item in video.read_frames(path, indices, decode_threads):
+        frames = (imagesets.read_frames(path, indices) if imagesets.is_image_item(path)
+                  else video.read_frames(path, indices, decode_threads))
+        for item in frames:
             batch.append(item)
             if len(batch) == max(1, batch_size):
                 yield batch

@@ -103,6 +103,15 @@ def local_executor(faces_cfg: FacesConfig) -> concurrent.futures.ProcessPoolExec
     return workers.process_pool(faces_cfg.workers, _init_worker, (faces_cfg,))
 
 
+def crop_folder_name(video_name: str) -> str:
+    """The folder under faces/ that holds an item's crops: its name without suffix, '/' as '__'.
+
+    A video's file stem; a face image listed by its path in labels.csv (fake/0001.png) keeps
+    its folders in the name, so images of different folders never share a crop folder.
+    """
+    return Path(video_name).with_suffix("").as_posix().replace("/", "__")
+
+
 @contextlib.contextmanager
 def torch_num_threads(n_threads: int) -> Iterator[None]:
     """Use n_threads torch threads inside the block, then restore the caller's setting.
@@ -147,7 +156,7 @@ def _process_video(name: str, path: str, faces_cfg: FacesConfig, faces_dir: str,
         _init_worker(faces_cfg)  # a worker process without our initializer (Dask, a caller's pool)
     started = time.perf_counter()
     result = extract.extract_video(path, faces_cfg, _detector_for(faces_cfg))
-    final_dir = Path(faces_dir) / Path(name).stem
+    final_dir = Path(faces_dir) / crop_folder_name(name)
     staging_dir = Path(faces_dir) / f".{final_dir.name}.partial-{uuid.uuid4().hex[:8]}"
     staging_dir.mkdir(parents=True)
     crop_paths = []
@@ -290,7 +299,7 @@ class _InlineExecutor(concurrent.futures.Executor):
 
 
 def _is_committed(faces_dir: Path, video_name: str) -> bool:
-    return (faces_dir / Path(video_name).stem / ROWS_FILE).is_file()
+    return (faces_dir / crop_folder_name(video_name) / ROWS_FILE).is_file()
 
 
 def _remove_partial_folders(faces_dir: Path) -> None:
@@ -318,7 +327,7 @@ def _claim_settings(cfg: Config) -> None:
 
 
 def _check_unique_stems(videos: pd.DataFrame, cfg: Config) -> None:
-    stems = videos["video"].map(lambda name: Path(name).stem)
+    stems = videos["video"].map(crop_folder_name)
     duplicated = videos["video"][stems.duplicated(keep=False)].tolist()
     if duplicated:
         raise MetadataError(f"{cfg.videos_csv}: videos {duplicated[:4]} share a file stem, so their crop folders "
@@ -329,7 +338,7 @@ def _merge_manifest(faces_dir: Path, video_names: list[str], failures: dict[str,
     """faces.csv in the order of the video table: committed rows, plus a row per failed video."""
     parts = []
     for name in video_names:
-        rows_path = faces_dir / Path(name).stem / ROWS_FILE
+        rows_path = faces_dir / crop_folder_name(name) / ROWS_FILE
         if rows_path.is_file():
             parts.append(pd.read_csv(rows_path, keep_default_na=False, na_values=[""], dtype={"video": str}))
         elif name in failures:

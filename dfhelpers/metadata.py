@@ -1,4 +1,4 @@
-"""Reading and validating DFDC metadata.json files: the video table and identity groups."""
+"""The video table: every data folder read by its data source (DFDC videos, face-image sets), checked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfhelpers import runfolder
+from dfhelpers import imagesets, runfolder
 from dfhelpers.errors import MetadataError
 from dfhelpers.runfolder import LABELS, VIDEO_SUFFIXES
 
@@ -45,33 +45,38 @@ def read_videos(dirs: list[Path] | tuple[Path, ...], persons_csv: str | Path | N
 
 
 def read_part(folder: Path, strict: bool = False) -> pd.DataFrame:
-    """The videos of one DFDC part folder (its metadata.json), with the checks of read_videos."""
+    """The items of one data folder, read by the data source its labels file names (SOURCES).
+
+    A folder holds videos with a DFDC metadata.json, or face images: Kaggle's deepfake-faces
+    layout (metadata.csv beside faces_224/) or a labels.csv. Every source gives the same
+    table (COLUMNS, then its extra columns); items whose file is missing are dropped with a
+    warning (an error when `strict`).
+    """
     folder = Path(folder).resolve()
-    meta_path = folder / METADATA_NAME
     if not folder.is_dir():
         raise MetadataError(f"{folder}: data folder not found; check data_dirs/test_dir in the config")
-    if not meta_path.is_file():
-        raise MetadataError(f"{meta_path}: missing; every data folder needs the metadata.json that labels its videos")
-    entries = _load_entries(meta_path)
-    rows = [_entry_row(meta_path, name, entry) for name, entry in entries.items()]
-    videos = pd.DataFrame(rows).reindex(columns=COLUMNS[:-1] + _extra_columns(pd.DataFrame(rows))).assign(person="")
-    videos = videos.assign(group=runfolder.dfdc_groups(videos))[COLUMNS + _extra_columns(videos)]
-    _check_unlisted_files(folder, meta_path, set(entries))
-    return _drop_missing_files(videos, meta_path, strict)
+    labels_file = next((folder / name for name in SOURCES if (folder / name).is_file()), None)
+    if labels_file is None:
+        raise MetadataError(f"{folder}: no labels file; a data folder needs one of {', '.join(SOURCES)} "
+                            "(DFDC videos, Kaggle deepfake-faces images, or any labelled images)")
+    items = SOURCES[labels_file.name](folder)
+    videos = items.assign(part=folder.name, person="", group=runfolder.dfdc_groups(items))
+    return _drop_missing_files(videos[COLUMNS + _extra_columns(videos)], labels_file, strict)
 
 
 def list_videos(folder: Path) -> pd.DataFrame:
-    """The videos of a folder to score: labelled by its metadata.json when one exists.
+    """The videos (or face images) of a folder to score: labelled by its labels file when it has one.
 
-    Without metadata.json every video file is listed with an empty label, so unlabelled
-    videos can still be scored.
+    Without a labels file (SOURCES) every video and image file is listed with an empty label,
+    so unlabelled footage can still be scored.
     """
     folder = Path(folder).resolve()
-    if (folder / METADATA_NAME).is_file():
+    if any((folder / name).is_file() for name in SOURCES):
         return read_part(folder)
     if not folder.is_dir():
         raise MetadataError(f"{folder}: folder of videos to score not found; check test_dir in the config")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    suffixes = VIDEO_SUFFIXES + imagesets.IMAGE_SUFFIXES
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
     rows = [{"video": p.name, "path": str(p), "part": folder.name, "label": None, "original": None,
              "group": p.name, "person": ""} for p in paths]
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -98,6 +103,15 @@ def videos_per_part(videos: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- private helpers -------------------------------------------------------------------
+
+
+def _read_dfdc_part(folder: Path) -> pd.DataFrame:
+    """The videos of a DFDC part folder from its metadata.json; every video file must have an entry."""
+    meta_path = folder / METADATA_NAME
+    entries = _load_entries(meta_path)
+    rows = [_entry_row(meta_path, name, entry) for name, entry in entries.items()]
+    _check_unlisted_files(folder, meta_path, set(entries))
+    return pd.DataFrame(rows, columns=None if rows else ["video", "path", "label", "original"])
 
 
 def _load_entries(meta_path: Path) -> dict:
@@ -129,8 +143,7 @@ def _entry_row(meta_path: Path, name: str, entry: object) -> dict:
     if original is not None and Path(str(original)).name != original:
         raise MetadataError(f"{meta_path}: entry {name!r} has original {original!r} that escapes its folder")
     extra = {key: value for key, value in entry.items() if key not in ENTRY_KEYS and key not in COLUMNS}
-    return {**extra, "video": name, "path": str(folder / name), "part": folder.name, "label": label,
-            "original": original}
+    return {**extra, "video": name, "path": str(folder / name), "label": label, "original": original}
 
 
 def _extra_columns(videos: pd.DataFrame) -> list[str]:
@@ -148,10 +161,10 @@ def _check_unlisted_files(folder: Path, meta_path: Path, listed: set[str]) -> No
 
 
 def _drop_missing_files(videos: pd.DataFrame, meta_path: Path, strict: bool) -> pd.DataFrame:
-    is_present = videos["path"].map(lambda p: Path(p).is_file())
+    is_present = videos["path"].map(lambda p: Path(p).exists())
     missing = videos.loc[~is_present, "video"].tolist()
     if missing:
-        message = (f"{meta_path}: {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} without a video "
+        message = (f"{meta_path}: {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} without its "
                    f"file (first: {missing[0]!r}); {'fix the part' if strict else 'skipped'}")
         if strict:
             raise MetadataError(message)
@@ -176,3 +189,8 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     if missing:
         raise MetadataError(f"{path}: missing column {missing[0]!r}; expected columns {list(required)}")
     return table
+
+
+# labels file -> the data source that reads a folder holding it (the first one present wins)
+SOURCES = {METADATA_NAME: _read_dfdc_part, imagesets.KAGGLE_CSV: imagesets.read_kaggle_faces,
+           imagesets.LABELS_CSV: imagesets.read_labels_csv}

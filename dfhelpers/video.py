@@ -122,9 +122,8 @@ class _Scan:
 def _read_error(path: Path, reason: str) -> VideoReadError:
     """A VideoReadError whose `reason` attribute is the short cause (for a manifest status)."""
     reason = " ".join(str(reason).split()) or "unknown error"
-    error = VideoReadError(f"{path}: {reason}; check the file, or re-encode it (ffmpeg -i in.mp4 out.mp4) to use it")
-    error.reason = reason
-    return error
+    return VideoReadError(f"{path}: {reason}; check the file, or re-encode it (ffmpeg -i in.mp4 out.mp4) to use it",
+                          reason)
 
 
 def _ffmpeg_reason(error: Exception) -> str:

@@ -97,7 +97,7 @@ def test_entry_whose_video_is_missing_is_skipped_and_counted(tmp_path):
     part = make_part(tmp_path / "part", {
         "here.mp4": {"label": "REAL"}, "gone1.mp4": {"label": "REAL"}, "gone2.mp4": {"label": "REAL"},
     }, files=["here.mp4"])
-    with pytest.warns(UserWarning, match="2 entries without a video file"):
+    with pytest.warns(UserWarning, match="2 entries without its file"):
         videos = metadata.read_videos([part])
     assert list(videos["video"]) == ["here.mp4"]
 
@@ -129,7 +129,7 @@ def test_same_name_in_two_parts_is_an_error(tmp_path):
 
 def test_folder_without_metadata_is_an_error(tmp_path):
     (tmp_path / "part").mkdir()
-    with pytest.raises(MetadataError, match="metadata.json: missing"):
+    with pytest.raises(MetadataError, match="no labels file; a data folder needs one of metadata.json"):
         metadata.read_videos([tmp_path / "part"])
 
 
