@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from dfhelpers import runfolder
+from dfhelpers import config_rules, runfolder
 from dfhelpers.errors import ConfigError
 
 
@@ -52,10 +52,8 @@ class SampleConfig:
     blend_strength: float = 1.0  # scales colour_mismatch, resolution_mismatch, warp; must be > 0 (0 would fake nothing)
     workers: int = 2  # processes rendering videos in parallel (each shot is seeded: same output); 1 = in-process
 
-    def __post_init__(self) -> None:
-        if self.blend_strength <= 0:
-            raise ConfigError(f"sample.blend_strength is {self.blend_strength}: FAKEs would equal their REAL videos; "
-                              "set it above 0 (0.3 gives subtle fakes)")
+    def __post_init__(self) -> None:  # built in code; a loaded file is checked whole by config_rules.check
+        config_rules.check_key("sample.blend_strength", self.blend_strength, where=type(self).__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +96,8 @@ class FacesConfig:
     detector_threads: int = 1  # MTCNN's intra-op threads per worker, either runtime: workers x threads <= cores
     scheduler: Optional[str] = None  # Dask scheduler address (tcp://host:8786) to run on a cluster
 
-    def __post_init__(self) -> None:
-        if self.detect_every < 1:
-            raise ConfigError(f"faces.detect_every is {self.detect_every}: set 1 to detect every sampled frame "
-                              "in full, or k > 1 to detect every k-th and follow the faces between")
+    def __post_init__(self) -> None:  # built in code; a loaded file is checked whole by config_rules.check
+        config_rules.check_key("faces.detect_every", self.detect_every, where=type(self).__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +166,13 @@ class TrainConfig:
     cache: bool = True  # keep decoded crops in memory after the first epoch when they fit
     cache_max_mb: int = 2048  # "fit": decoded uint8 crops of one split below this many MB
     seed: int = 0  # keras.utils.set_random_seed, the shuffle and the augmentation
+    # a trained classifier (.keras) to start from instead of `weights`: a model trained on a large face set
+    # (configs/deepfake_faces.yaml) fine-tuned on your own videos; same backbone, head and image_size
+    init: Optional[str] = None
+    # "fixed": every example of the train split once per epoch. "balanced": every example of the smaller class
+    # and as many of the larger one, drawn afresh each epoch, so that over the epochs all of a set's many
+    # fakes are seen instead of one undersample (use with split.balance: none)
+    epoch_sampling: Literal["fixed", "balanced"] = "fixed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +274,7 @@ def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -
     raw = dict(raw)
     test_dirs = _test_dirs(raw.pop("test_dir", None), raw.pop("test_dirs", None), where, base_dir)
     values = _build(Config, raw, where, prefix="")
+    values.update(_sections(values, where))
     values["work_dir"] = _resolve(values["work_dir"], base_dir)
     values["data_dirs"] = tuple(_resolve(d, base_dir) for d in values["data_dirs"])
     values["test_dir"] = test_dirs[0] if test_dirs else None
@@ -278,6 +282,8 @@ def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -
     if values["metadata"].persons_csv is not None:
         persons = str(_resolve(values["metadata"].persons_csv, base_dir))
         values["metadata"] = dataclasses.replace(values["metadata"], persons_csv=persons)
+    if values["train"].init is not None:
+        values["train"] = dataclasses.replace(values["train"], init=str(_resolve(values["train"].init, base_dir)))
     values["source"] = source
     return Config(**values)
 
@@ -337,16 +343,24 @@ def _build(cls: type, raw: Any, where: str, prefix: str) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(raw) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(fields))}")
+        raise config_rules.unknown_key(where, prefix, unknown[0], fields)
     values: dict[str, Any] = {}
     for name in sorted(fields):
         key = f"{prefix}{name}"
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):  # a stage section: absent means all defaults
-            values[name] = hint(**_build(hint, raw.get(name) or {}, where, prefix=f"{key}."))
+        if dataclasses.is_dataclass(hint):  # a stage section: absent means all defaults; built by _sections
+            values[name] = _build(hint, raw.get(name) or {}, where, prefix=f"{key}.")
         elif name in raw:
             values[name] = _coerce(raw[name], hint, where, key)
     return values
+
+
+def _sections(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Each stage's dataclass from its typed values, once config_rules has checked ranges and relations."""
+    classes = {name: hint for name, hint in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(hint)}
+    defaults = {name: dataclasses.asdict(cls()) for name, cls in classes.items()}
+    config_rules.check({name: {**defaults[name], **values[name]} for name in classes}, where, defaults)
+    return {name: cls(**values[name]) for name, cls in classes.items()}
 
 
 def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:

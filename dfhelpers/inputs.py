@@ -80,21 +80,18 @@ def make_dataset(crops: pd.DataFrame, cfg: Config, training: bool) -> tf.data.Da
     """Batches of (crops float32 (N, S, S, 3) in 0..255, labels float32 (N,)); S = faces.crop_size.
 
     Decoding runs in parallel; decoded uint8 crops are cached in memory when they fit
-    (train.cache_max_mb). Training batches are shuffled every epoch and augmented. Rows
+    (train.cache_max_mb), else they stream from disk. Training batches are shuffled every
+    epoch and augmented; with train.epoch_sampling "balanced" the training set is endless,
+    REAL and FAKE examples alternating, each class reshuffled whenever it runs out (an epoch is
+    examples_per_epoch of it: Keras' steps_per_epoch). Rows
     marked `is_blend` (see `examples`) are self-blended after the cache, so each epoch
     draws new pseudo-fakes. Expects rows already passed through check_crops.
     """
     train, size = cfg.train, cfg.faces.crop_size
-    pipeline = tf.data.Dataset.from_tensor_slices(_slices(crops, cfg))
-    is_cached = fits_in_cache(len(crops), size, train)
-    if training and not is_cached:  # file names are small: shuffle all of them, not a window
-        pipeline = pipeline.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
-    pipeline = pipeline.map(lambda row: {**row, "image": _decode(row["path"], size)},
-                            num_parallel_calls=tf.data.AUTOTUNE)
-    if is_cached:
-        pipeline = pipeline.cache()
-        if training:
-            pipeline = pipeline.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
+    if training and train.epoch_sampling == "balanced":
+        pipeline = _balanced_rows(crops, cfg)
+    else:
+        pipeline = _decoded_rows(crops, cfg, training)
     blend = functools.partial(_blend, size=size, training=training, jpeg_quality=cfg.faces.jpeg_quality)
     pipeline = pipeline.map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     pipeline = pipeline.batch(train.batch_size)
@@ -106,6 +103,13 @@ def make_dataset(crops: pd.DataFrame, cfg: Config, training: bool) -> tf.data.Da
         pipeline = pipeline.map(lambda images, y: (tf.cast(images, tf.float32), y),
                                 num_parallel_calls=tf.data.AUTOTUNE)
     return pipeline.prefetch(tf.data.AUTOTUNE)
+
+
+def examples_per_epoch(crops: pd.DataFrame, train: TrainConfig) -> int:
+    """Examples one training epoch shows: all of them ("fixed"), or twice the smaller class ("balanced")."""
+    if train.epoch_sampling == "fixed":
+        return len(crops)
+    return 2 * int(crops["label_index"].value_counts().reindex([0, 1], fill_value=0).min())
 
 
 def augmentation(train: TrainConfig) -> keras.Sequential | None:
@@ -134,6 +138,35 @@ def fits_in_cache(n_crops: int, crop_size: int, train: TrainConfig) -> bool:
 
 
 # --- private helpers ------------------------------------------------------------------------
+
+
+def _decoded_rows(crops: pd.DataFrame, cfg: Config, training: bool) -> tf.data.Dataset:
+    """The rows with their decoded crop ("image"), cached when they fit, shuffled each pass when training."""
+    train, size = cfg.train, cfg.faces.crop_size
+    pipeline = tf.data.Dataset.from_tensor_slices(_slices(crops, cfg))
+    is_cached = fits_in_cache(len(crops), size, train)
+    if training and not is_cached:  # file names are small: shuffle all of them, not a window
+        pipeline = pipeline.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
+    pipeline = pipeline.map(lambda row: {**row, "image": _decode(row["path"], size)},
+                            num_parallel_calls=tf.data.AUTOTUNE)
+    if is_cached:
+        pipeline = pipeline.cache()
+        if training:
+            pipeline = pipeline.shuffle(len(crops), seed=train.seed, reshuffle_each_iteration=True)
+    return pipeline
+
+
+def _balanced_rows(crops: pd.DataFrame, cfg: Config) -> tf.data.Dataset:
+    """Endless rows, REAL and FAKE in turn; each class walks through all its examples before repeating.
+
+    The larger class is not undersampled once: successive epochs take its next examples, so
+    over the epochs every one of them is used.
+    """
+    if any(crops["label_index"].eq(label).sum() == 0 for label in (0, 1)):
+        raise SplitError(f"{cfg.split_csv}: train.epoch_sampling: balanced needs REAL and FAKE training examples")
+    by_class = [_decoded_rows(crops[crops["label_index"] == label], cfg, training=True).repeat() for label in (0, 1)]
+    return tf.data.Dataset.choose_from_datasets(by_class, tf.data.Dataset.range(2).repeat())
+
 
 
 def _check_landmarks(reals: pd.DataFrame, cfg: Config) -> None:

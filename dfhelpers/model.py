@@ -117,6 +117,27 @@ def compile_model(classifier: keras.Model, train: TrainConfig, steps_per_epoch: 
     return classifier
 
 
+def initialize_from(classifier: keras.Model, parent_path: str | Path) -> dict[str, str]:
+    """Copy a trained classifier's weights into `classifier` (same architecture): fine-tuning's start.
+
+    The frozen layers and the new model's temperature stay as built; the parent's calibration
+    is not copied (the new model is calibrated on its own val split). Returns the parent's
+    path and sha256, for the model card.
+
+    Raises:
+        ModelLoadError: the parent is missing or unreadable.
+        ConfigError: its layers differ from the configured classifier (another backbone, head or size).
+    """
+    parent = load(parent_path)
+    theirs, ours = parent.get_weights(), classifier.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise ConfigError(f"train.init {parent_path}: a {parent.name} with {len(theirs)} weight arrays cannot "
+                          f"start a {classifier.name} with {len(ours)}; set train.backbone, head and image_size "
+                          "as the model was trained")
+    classifier.set_weights(theirs)
+    return {"path": str(parent_path), "sha256": files.sha256(parent_path)}
+
+
 def load(path: str | Path) -> keras.Model:
     """Load a saved classifier (safe_mode, custom layers registered), uncompiled for scoring.
 

@@ -59,23 +59,29 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     initial_epoch = _prepare_resume(cfg, split_sha256)
     prior_history = _prior_history(cfg, initial_epoch)
     keras.utils.set_random_seed(cfg.train.seed)  # weights, dropout and the augmentation layers
-    steps_per_epoch = math.ceil(len(train_crops) / cfg.train.batch_size)
+    n_per_epoch = inputs.examples_per_epoch(train_crops, cfg.train)
+    steps_per_epoch = math.ceil(n_per_epoch / cfg.train.batch_size)
     with _strategy().scope():
-        classifier = model.compile_model(model.build(cfg.train, cfg.faces.crop_size), cfg.train, steps_per_epoch)
-    class_weight = class_weights(train_crops["label_index"], cfg.train)
+        classifier = model.build(cfg.train, cfg.faces.crop_size)
+        parent = model.initialize_from(classifier, cfg.train.init) if cfg.train.init else None
+        classifier = model.compile_model(classifier, cfg.train, steps_per_epoch)
+    is_balanced = cfg.train.epoch_sampling == "balanced"  # the sampling balances the classes: no weights
+    class_weight = None if is_balanced else class_weights(train_crops["label_index"], cfg.train)
     started = time.monotonic()
     classifier.fit(
         inputs.make_dataset(train_crops, cfg, training=True),
         validation_data=inputs.make_dataset(val_crops, cfg, training=False),
         epochs=cfg.train.epochs,
+        steps_per_epoch=steps_per_epoch if is_balanced else None,  # the balanced set is endless
         class_weight=class_weight,
         shuffle=False,  # make_dataset shuffles (seeded, every epoch); Keras cannot shuffle a tf.data set
-        callbacks=[*_callbacks(cfg, prior_history, len(train_crops), progress), *callbacks],
+        callbacks=[*_callbacks(cfg, prior_history, n_per_epoch, progress), *callbacks],
         verbose=0,
     )
     calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
     card["calibration"] = calibration
+    card["init"] = parent  # the classifier this one was fine-tuned from (path, sha256), or None
     card["onnx"] = _export_sidecar(cfg)  # after calibration: the export must carry the final temperature
     files.write_json(card, cfg.model_card)
     shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)  # the card now marks the model complete

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import crops
-from dfhelpers import config, model, train
+from dfhelpers import config, files, inputs, model, train
 from dfhelpers.config import TrainConfig
 from dfhelpers.errors import ConfigError, SplitError
 
@@ -216,3 +216,48 @@ def test_a_model_that_cannot_be_exported_still_trains_and_its_card_says_why(run_
         card = train.fit(cfg, progress=False)
     assert card["onnx"]["path"] is None and "onnxruntime" in card["onnx"]["error"]
     assert not cfg.model_path.with_suffix(".onnx").exists() and train.is_trained(cfg)
+
+
+def test_balanced_epochs_walk_through_every_example_of_the_larger_class(tmp_path):
+    crops.write_square_run(tmp_path, CROP_SIZE)
+    cfg = _config(tmp_path, epoch_sampling="balanced", batch_size=4)
+    split = pd.read_csv(cfg.split_csv).assign(label_index=lambda s: (s["label"] == "FAKE").astype(int))
+    # three FAKE crops for every REAL one: an epoch shows each REAL crop once and as many FAKE crops
+    train_rows = pd.concat([split[split["split"] == "train"]] + [split[(split["split"] == "train")
+                                                                      & (split["label"] == "FAKE")]] * 2)
+    n_per_epoch = inputs.examples_per_epoch(train_rows, cfg.train)
+    assert n_per_epoch == 2 * (train_rows["label_index"] == 0).sum() == 16
+    batches = inputs.make_dataset(train_rows.reset_index(drop=True), cfg, training=True)
+    labels = np.concatenate([y.numpy() for _, y in batches.take(3 * n_per_epoch // 4)])
+    assert labels.mean() == 0.5 and (labels[0::2] != labels[1::2]).all()  # REAL and FAKE in turn
+
+
+def test_balanced_fit_runs_the_epoch_length_of_the_smaller_class(run_dir):
+    cfg = _config(run_dir, epoch_sampling="balanced", batch_size=4)
+    card = train.fit(cfg, progress=False)
+    assert card["epochs_run"] == 2 and card["class_weight"] is None
+    assert train.read_history(cfg)["epoch"].tolist() == [1, 2]
+
+
+def test_init_starts_from_a_trained_classifier_and_the_card_names_it(tmp_path):
+    crops.write_square_run(tmp_path, CROP_SIZE)
+    parent_cfg = _config(tmp_path, model_name="parent", epochs=1)
+    train.fit(parent_cfg, progress=False)
+    child_cfg = _config(tmp_path, model_name="child", epochs=1, init=str(parent_cfg.model_path))
+    started = model.build(child_cfg.train, CROP_SIZE)
+    model.initialize_from(started, child_cfg.train.init)
+    parent = model.load(parent_cfg.model_path)
+    assert all(np.array_equal(a, b) for a, b in zip(started.get_weights(), parent.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(model.build(child_cfg.train, CROP_SIZE).get_weights(),
+                                                        parent.get_weights()))
+    card = train.fit(child_cfg, progress=False)
+    assert card["init"] == {"path": str(parent_cfg.model_path), "sha256": files.sha256(parent_cfg.model_path)}
+
+
+def test_init_from_a_classifier_of_another_architecture_names_the_keys(tmp_path):
+    crops.write_square_run(tmp_path, CROP_SIZE)
+    parent_cfg = _config(tmp_path, model_name="parent", epochs=1)
+    train.fit(parent_cfg, progress=False)
+    child_cfg = _config(tmp_path, model_name="child", cnn_filters=[4, 8, 16], init=str(parent_cfg.model_path))
+    with pytest.raises(ConfigError, match="train.init .*set train.backbone, head and image_size"):
+        train.fit(child_cfg, progress=False)
