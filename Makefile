@@ -46,7 +46,7 @@ test-notebooks: dev-venv
 	rm -rf runs/nbval
 	DFDETECT_OVERRIDES='$(NBVAL_OVERRIDES)' $(BIN)/python -m pytest --nbval-lax notebooks
 
-# The three benchmarks of benchmarks/ on DFDC-sized videos generated from the sample; each
+# The four speed benchmarks of benchmarks/ on DFDC-sized videos generated from the sample; each
 # prints its figures and a last JSON line. The scoring benchmark needs a model: it builds an
 # untrained MobileNetV2 (speed does not depend on the weights).
 bench: dev-venv  ## speed benchmarks: face stage, scoring, start-up, training input (see benchmarks/)
