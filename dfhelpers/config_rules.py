@@ -135,6 +135,7 @@ RANGES: dict[str, Range] = {
     "train.weight_decay": _at_least(0, "AdamW's decay; 0 is none"),
     "train.warmup_epochs": _at_least(0, "cosine warm-up epochs; 0 is none"),
     "train.patience": _at_least(0, "epochs without a better monitor value before stopping"),
+    "train.backup_steps": _at_least(1, "steps between mid-epoch weight backups; null backs up once per epoch"),
     "train.rotation": _unit("a fraction of a full turn; 0 is off"),
     "train.shift": _unit("a fraction of the crop side; 0 is off"),
     "train.sharpness": Range(0, 0.5, "blur..sharpen strength: 0.5 already spans full blur; 0 is off"),

@@ -278,6 +278,16 @@ class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.wait = int(self.prior_history["epoch"].max()) - 1 - self.best_epoch
 
 
+class _Backup(keras.callbacks.BackupAndRestore):
+    """Keras' backup, every `save_freq` steps and also at each epoch's end (Keras' own skips the epoch
+    end when it saves by steps). Resuming restores the last backup's weights and restarts its epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()
+
+
 def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress: bool) -> list:
     monitor = cfg.train.monitor
     mode = "min" if monitor.endswith("loss") else "max"
@@ -289,7 +299,7 @@ def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress:
         _BestModel(cfg.model_path, monitor, best),
         _ResumableEarlyStopping(prior_history, monitor=monitor, mode=mode, patience=cfg.train.patience),
         # Last of the state keepers: an epoch is backed up only once history and best model have it.
-        keras.callbacks.BackupAndRestore(str(cfg.checkpoint_dir), delete_checkpoint=False),
+        _Backup(str(cfg.checkpoint_dir), save_freq=cfg.train.backup_steps or "epoch", delete_checkpoint=False),
     ]
     if progress:  # one bar over the epochs, at most ~30 updates: an executed notebook stays readable
         every = max(1, math.ceil(cfg.train.epochs / 30))

@@ -261,3 +261,32 @@ def test_init_from_a_classifier_of_another_architecture_names_the_keys(tmp_path)
     child_cfg = _config(tmp_path, model_name="child", cnn_filters=[4, 8, 16], init=str(parent_cfg.model_path))
     with pytest.raises(ConfigError, match="train.init .*set train.backbone, head and image_size"):
         train.fit(child_cfg, progress=False)
+
+
+class _InterruptAtStep(keras.callbacks.Callback):
+    """Stands for a kernel restart in the middle of an epoch: after `step` steps of epoch `epoch`."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__()
+        self.epoch, self.step, self.current = epoch, step, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch + 1 == self.step:
+            self.weights = [w.copy() for w in self.model.get_weights()]
+            raise _Interrupt(f"interrupted at step {self.step} of epoch {self.epoch + 1}")
+
+
+def test_an_epoch_interrupted_midway_restarts_from_its_last_step_backup(run_dir):
+    cfg = _config(run_dir, epochs=2, batch_size=2, backup_steps=2)  # 8 steps an epoch, a backup every 2
+    interrupt = _InterruptAtStep(epoch=1, step=4)
+    with pytest.raises(_Interrupt):
+        train.fit(cfg, progress=False, callbacks=[interrupt])
+    resumed = model.build(cfg.train, CROP_SIZE)
+    resumed.load_weights(cfg.checkpoint_dir / "latest.weights.h5")
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.get_weights(), interrupt.weights))
+    started = _EpochsStarted()
+    train.fit(cfg, progress=False, callbacks=[started])
+    assert started.epochs == [1] and train.read_history(cfg)["epoch"].tolist() == [1, 2]
