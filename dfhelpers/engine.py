@@ -282,8 +282,9 @@ class ScoreCache:
 
     def _save_crops(self, scored: ScoredVideo) -> ScoredVideo:
         from dfhelpers import jpeg
+        from dfhelpers.faces import crop_folder_name
 
-        folder = Path(self.crops_dir) / Path(scored.video).stem
+        folder = Path(self.crops_dir) / crop_folder_name(scored.video)
         crop_paths = []
         for frame_index, face_index, crop in zip(scored.faces["frame"], scored.faces["face"], scored.crops):
             # for display only (timeline plots): the model saw the in-memory crop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 import videos
-from dfhelpers import config, extract, facedetect, faces, grouping, imagesets, metadata, splitting
+from dfhelpers import config, evaluation, extract, facedetect, faces, grouping, imagesets, metadata, splitting
 from dfhelpers.errors import MetadataError
 
 FACES_CFG = videos.SMALL
@@ -173,3 +174,18 @@ def test_the_split_keeps_each_family_of_face_images_on_one_side(tmp_path, tight_
     grouping.check_leakage(split)
     assert split.groupby("group")["split"].nunique().eq(1).all() and split["group"].nunique() == 12
     assert set(split["split"]) == {"train", "val", "test"}
+
+
+def test_an_image_folder_is_measured_at_frame_and_sequence_level(tmp_path, tight_face):
+    folder = _sequence_folder(tmp_path / "sequences", tight_face)
+    model_path = videos.save_tiny_model(tmp_path / "tiny.keras")
+    score_cfg = config.ScoreConfig(aggregation="mean", trim=0, min_faces=1, bootstrap=20)
+    [(name, result)] = list(evaluation.evaluate_each([folder], model_path, FACES_CFG, score_cfg, tmp_path / "out",
+                                                     labelled=True, progress=False))
+    predictions = result["predictions"].set_index("video")
+    assert predictions.loc[["r1", "f1"], "n_faces"].tolist() == [3, 3]  # a sequence's images are its frames
+    assert predictions["status"].eq("ok").all() and predictions["label"].tolist() == ["REAL", "FAKE"]
+    faces_of = result["faces"].groupby("video")["score"]
+    assert predictions["score"].to_dict() == pytest.approx(faces_of.mean().to_dict())
+    saved = json.loads((tmp_path / "out" / "sequences" / "metrics.json").read_text())
+    assert saved["n_videos"] == 2 and saved["frame"]["n_faces"] == 6
