@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_train.py [--config configs/sample.yaml] [--repeats 3]
 
-Uses the run's train crops when split.csv exists, otherwise synthetic JPEG crops of the
-configured crop size. The pipeline (decode, cache, shuffle, augment, batch) and the
+Uses the run's train crops when split.csv exists (a random --max-crops of them: a face set's
+80,000 would take an hour a pass), otherwise synthetic JPEG crops of the configured crop size. The pipeline (decode, cache, shuffle, augment, batch) and the
 training step (forward, backward, update on an in-memory batch) are timed separately;
 the pipeline should be at least 3x faster so training never waits for data. The pipeline
 is timed twice on the same crops: with train.fakes "given" and "self_blend" (half the
@@ -42,13 +42,14 @@ def main() -> None:
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "sample.yaml"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed repeat")
+    parser.add_argument("--max-crops", type=int, default=4096, help="train crops drawn from a run's split (default 4096)")
     parser.add_argument("--out", type=Path, help="write the JSON here too (benchmarks/results/...)")
     args = parser.parse_args()
     machine = _common.machine()
     _common.print_machine(machine)
     cfg = config.load(args.config)
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
-        crops, cfg = _crops(cfg, Path(scratch))
+        crops, cfg = _crops(cfg, Path(scratch), args.max_crops)
         given = _with_fakes(cfg, "given")
         pipeline_img_s = _pipeline_img_s(inputs.examples(crops, given, "train"), given, args.repeats)
         blending = _with_fakes(cfg, "self_blend")
@@ -70,13 +71,15 @@ def _with_fakes(cfg: config.Config, fakes: str) -> config.Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fakes=fakes))
 
 
-def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Config]:
-    """The run's train crops, or synthetic ones written to scratch (with cfg pointing there)."""
+def _crops(cfg: config.Config, scratch: Path, max_crops: int) -> tuple[pd.DataFrame, config.Config]:
+    """Up to max_crops of the run's train crops, or synthetic ones written to scratch (with cfg pointing there)."""
     if cfg.split_csv.is_file():
         split = runfolder.read_split(cfg.split_csv)
-        crops, _ = inputs.check_crops(split[split["split"] == "train"], cfg.work_dir, cfg.faces.crop_size, "skip")
+        train_crops = split[split["split"] == "train"]
+        train_crops = train_crops.sample(min(max_crops, len(train_crops)), random_state=0)
+        crops, _ = inputs.check_crops(train_crops, cfg.work_dir, cfg.faces.crop_size, "skip")
         if len(crops):
-            print(f"crops: {len(crops)} train crops from {cfg.split_csv}")
+            print(f"crops: {len(crops)} train crops drawn from {cfg.split_csv}")
             return crops, cfg
     size = cfg.faces.crop_size
     rng = np.random.default_rng(0)
@@ -92,7 +95,9 @@ def _crops(cfg: config.Config, scratch: Path) -> tuple[pd.DataFrame, config.Conf
 
 
 def _pipeline_img_s(crops: pd.DataFrame, cfg: config.Config, repeats: int) -> float:
-    pipeline = inputs.make_dataset(crops, cfg, training=True)
+    """Images per second of the training pipeline over one epoch (train.epoch_sampling's length), median of repeats."""
+    n_batches = -(-inputs.examples_per_epoch(crops, cfg.train) // cfg.train.batch_size)
+    pipeline = inputs.make_dataset(crops, cfg, training=True).take(n_batches)  # a balanced set is endless
     for _ in pipeline:  # warm-up epoch: fills the cache, traces the augmentation
         pass
     rates = []
