@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
+import pandas as pd
 import pytest
 
-from dfhelpers import cli
+from dfhelpers import cli, scoring
 from videos import close_up_video, save_tiny_model
 
 DFDETECT = Path(sys.executable).with_name("dfdetect")
@@ -141,7 +144,23 @@ def test_evaluate_reports_two_folders_of_one_name_apart(tmp_path, tiny_model):
     first, second = (json.loads((tmp_path / "out" / name / "metrics.json").read_text())
                      for name in ("test_videos", "test_videos-2"))
     assert first["label_counts"]["REAL"] == 1 and second["label_counts"]["FAKE"] == 1
-    assert (tmp_path / "out" / "test_videos-2" / "figures" / "roc.png").is_file()
+    for name, parent, label in (("test_videos", "a", "REAL"), ("test_videos-2", "b", "FAKE")):
+        reports = tmp_path / "out" / name
+        predictions = pd.read_csv(reports / "predictions.csv")
+        assert predictions.columns.tolist() == [*scoring.PREDICTION_COLUMNS, "part"]
+        (row,) = predictions.itertuples()  # this folder's one video, from this folder, with this folder's label
+        assert (row.video, row.path, row.part, row.label) == (
+            "clip.mp4", str(tmp_path / parent / "test_videos" / "clip.mp4"), "test_videos", label)
+        assert row.status == "ok" and row.verdict in ("REAL", "FAKE") and row.n_faces == row.faces_used == 12
+        frame_scores = pd.read_csv(reports / "frame_scores.csv")
+        assert frame_scores.columns.tolist() == scoring.FACE_COLUMNS and len(frame_scores) == row.n_faces
+        assert set(frame_scores["video"]) == {"clip.mp4"} and frame_scores["score"].between(0, 1).all()
+        # the video's score is the run.yaml rule (a trimmed mean, trim 1) of the face scores beside it
+        assert row.score == pytest.approx(np.sort(frame_scores["score"])[1:-1].mean(), abs=1e-6)
+        submission = pd.read_csv(reports / "submission.csv")
+        assert submission.to_dict("records") == [{"filename": "clip.mp4", "label": pytest.approx(row.score)}]
+        roc = matplotlib.image.imread(reports / "figures" / "roc.png")
+        assert roc.shape[0] > 200 and roc.shape[1] > 200 and roc[..., :3].std() > 0.05  # a drawn figure
 
 
 def test_evaluate_against_a_baseline_prints_and_writes_paired_differences(tmp_path, tiny_model):

@@ -123,8 +123,28 @@ def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predic
     written = evaluation.write_evaluation(only_fakes, faces, metrics, run_cfg.reports_dir)
     saved = json.loads(written["metrics"].read_text())
     assert saved["auc"] is None and saved["n_videos"] == 3
-    assert pd.read_csv(run_cfg.submission_csv).columns.tolist() == ["filename", "label"]
-    assert written["predictions"] == run_cfg.predictions_csv and written["frame_scores"].is_file()
+    assert saved["label_counts"]["FAKE"] == 3 and saved["n_no_face"] == 1
+
+
+def test_report_files_hold_the_scored_videos_their_faces_and_the_submission(run_cfg, predictions):
+    faces = pd.DataFrame({"video": ["a.mp4", "a.mp4", "c.mp4"], "frame": [0, 5, 0], "face": [0, 0, 1],
+                          "track": [0, 0, 1], "x1": [10.5, 11.0, 40.0], "y1": [20.0, 21.0, 5.0],
+                          "x2": [60.5, 61.0, 90.0], "y2": [80.0, 81.0, 70.0], "prob": [0.99, 0.98, 0.97],
+                          "score": [0.85, 0.95, 0.6], "crop": ["test_faces/a/00000_0.jpg", "test_faces/a/00005_0.jpg",
+                                                               "test_faces/c/00000_1.jpg"]})
+    written = evaluation.write_evaluation(predictions, faces, evaluate(predictions, faces=faces), run_cfg.reports_dir)
+    assert written == {"predictions": run_cfg.predictions_csv, "metrics": run_cfg.metrics_json,
+                       "frame_scores": run_cfg.reports_dir / runfolder.FRAME_SCORES_CSV,
+                       "submission": run_cfg.submission_csv}
+    # a row per video, every one of them (no face, unlabelled), in order, with its status and score
+    pd.testing.assert_frame_equal(pd.read_csv(written["predictions"]), predictions)
+    pd.testing.assert_frame_equal(pd.read_csv(written["frame_scores"]), faces)
+    submission = pd.read_csv(written["submission"])
+    assert submission["filename"].tolist() == predictions["video"].tolist()
+    assert submission["label"].tolist() == pytest.approx(predictions["score"].tolist())
+    saved = json.loads(written["metrics"].read_text())
+    assert saved["n_videos"] == 6 and saved["n_labelled"] == 5 and saved["label_counts"]["REAL"] == 2
+    assert saved["frame"]["n_faces"] == 3
 
 
 # --- videos to show --------------------------------------------------------------------
