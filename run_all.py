@@ -30,7 +30,7 @@ NOTEBOOKS = PROJECT / "notebooks"
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    from dfhelpers import config
+    from dfhelpers import compat, config
     from dfhelpers.errors import DfdetectError
 
     overrides = dict(args.param)
@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Kernels inherit these. An executed copy is read afterwards, not watched: a progress bar
     # updates at most every 30 s, so a text bar (no ipywidgets) adds one line per 30 s and a
-    # widget bar stays one line whose final state is saved. (TensorFlow's start-up lines are
-    # quieted by `import dfhelpers` above, which sets TF_CPP_MIN_LOG_LEVEL.)
+    # widget bar stays one line whose final state is saved. TensorFlow's start-up lines are
+    # quieted the same way.
     os.environ.setdefault("TQDM_MININTERVAL", "30")
+    compat.quiet_native_logs()
     out_dir = Path(args.out).resolve() if args.out else cfg.executed_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run_all: {len(notebooks)} notebook(s) on {cfg.source}; executed copies in {out_dir}")

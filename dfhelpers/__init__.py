@@ -4,6 +4,7 @@ from dfhelpers import compat as _compat
 
 __version__ = "0.1.0"
 
-# Before anything imports TensorFlow: quiet its C++ start-up lines and make every
-# tensorflow/torch import order safe in this process (see dfhelpers.compat).
+# Before anything imports TensorFlow: make every tensorflow/torch import order safe in this
+# process (Triton loaded before TensorFlow). Nothing else; DFHELPERS_IMPORT_GUARD=0 turns it off
+# (see dfhelpers.compat).
 _compat.install()

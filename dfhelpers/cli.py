@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from dfhelpers import compat
 from dfhelpers.runfolder import VIDEO_SUFFIXES  # names only: no pandas, torch or TensorFlow for --help
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -35,6 +36,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command is None:
         _parser().error("choose a command: predict, evaluate or export")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display needed
+    compat.quiet_native_logs()  # TensorFlow start-up lines ask nothing of the user
     if argv is None:
         _bound_native_memory()
     from dfhelpers.errors import DfdetectError

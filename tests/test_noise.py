@@ -72,9 +72,11 @@ def test_dfdetect_prints_one_error_line_and_no_start_up_noise(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and str(model) in result.stderr
 
 
-def test_importing_dfhelpers_first_quiets_tensorflow_and_keeps_other_stderr(tmp_path):
-    code = ("import json, os, dfhelpers, tensorflow as tf\n"
-            "tf.constant(1) + 1\n"
+def test_tensorflow_imported_by_dfhelpers_is_quiet_keeps_other_stderr_and_the_environment(tmp_path):
+    code = ("import json, os, dfhelpers\n"
+            "from dfhelpers import inputs  # imports TensorFlow, as a notebook's first cell does\n"
+            "import tensorflow as tf\n"
+            "tf.constant(1) + 1  # the first op: 'failed call to cuInit' unless TensorFlow's level is 3\n"
             "with dfhelpers.compat.native_stderr_filtered():  # as during TensorFlow's import\n"
             "    os.write(2, b'I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\\n')\n"
             "    os.write(2, b'a line of our own\\n')\n"
@@ -84,4 +86,4 @@ def test_importing_dfhelpers_first_quiets_tensorflow_and_keeps_other_stderr(tmp_
     assert result.returncode == 0, result.stderr
     assert noise_in(result.stderr) == []
     assert result.stderr.splitlines() == ["a line of our own"]
-    assert json.loads(result.stdout) in ("2", "3")
+    assert json.loads(result.stdout) is None  # TensorFlow read its level while loading; nothing else sees it
