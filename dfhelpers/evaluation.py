@@ -128,7 +128,7 @@ def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
 # --- videos to show --------------------------------------------------------------------
 
 
-def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
+def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float) -> pd.DataFrame:
     """The n labelled, scored videos whose score is furthest on the wrong side of the threshold."""
     labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
     is_fake = labelled["label"] == "FAKE"
@@ -138,7 +138,7 @@ def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float = 0.5)
     return wrong.assign(error=error).sort_values("error", ascending=False).head(n).reset_index(drop=True)
 
 
-def confidently_right(predictions: pd.DataFrame, n: int, threshold: float = 0.5) -> pd.DataFrame:
+def confidently_right(predictions: pd.DataFrame, n: int, threshold: float) -> pd.DataFrame:
     """The n labelled, scored videos whose score is furthest on the right side of the threshold."""
     labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
     is_right = (labelled["label"] == "FAKE") == (labelled["score"] >= threshold)

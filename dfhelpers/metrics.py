@@ -16,7 +16,7 @@ BREAKDOWN_COLUMNS = ("part", "method", "source")  # metadata columns a report is
 LOWER_IS_BETTER = ("eer", "log_loss")
 
 
-def evaluate(predictions: pd.DataFrame, threshold: float = 0.5, faces: pd.DataFrame | None = None,
+def evaluate(predictions: pd.DataFrame, threshold: float, faces: pd.DataFrame | None = None,
              n_bootstrap: int = 0, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
     """Video-level (and, given `faces`, frame-level) metrics over the labelled rows, with a breakdown.
 
@@ -116,7 +116,7 @@ def breakdown(labelled: pd.DataFrame, threshold: float, boot: dict[str, Any]) ->
     return rows
 
 
-def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float = 0.5, n_bootstrap: int = 1000,
+def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float, n_bootstrap: int = 1000,
             seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
     """Candidate minus baseline on the same labelled videos, with paired bootstrap intervals.
 
@@ -195,7 +195,7 @@ def metrics_tables(metrics_by_folder: dict[str, dict[str, Any]], digits: int = 3
     return pd.concat(tables, names=["folder"]) if tables else pd.DataFrame()
 
 
-def confusion(predictions: pd.DataFrame, threshold: float = 0.5) -> dict[str, Any]:
+def confusion(predictions: pd.DataFrame, threshold: float) -> dict[str, Any]:
     """Confusion matrix of the labelled videos: rows true REAL/FAKE, columns predicted REAL/FAKE."""
     from sklearn.metrics import confusion_matrix
 

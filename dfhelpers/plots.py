@@ -142,7 +142,7 @@ def video_confusion(confusion: dict) -> plt.Figure:
     return fig
 
 
-def video_score_histogram(predictions: pd.DataFrame, threshold: float = 0.5) -> plt.Figure:
+def video_score_histogram(predictions: pd.DataFrame, threshold: float) -> plt.Figure:
     """Histogram of video scores by true label (unlabelled in grey), threshold marked."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     bins = np.linspace(0, 1, 21)
@@ -159,7 +159,7 @@ def video_score_histogram(predictions: pd.DataFrame, threshold: float = 0.5) -> 
 
 
 def frame_score_timelines(videos: pd.DataFrame, faces: pd.DataFrame, crops: dict[str, list],
-                          threshold: float = 0.5) -> plt.Figure:
+                          threshold: float) -> plt.Figure:
     """Per video (rows of `videos`: video, label, score), face scores over frames and some crops.
 
     `faces` holds video, frame, track, score; `crops` maps a video to [(frame, HxWx3 uint8)].

@@ -118,7 +118,7 @@ def test_submission_has_one_row_per_input_video_whatever_its_status():
 
 def test_reports_are_written_with_json_null_for_an_undefined_auc(run_cfg, predictions):
     only_fakes = predictions[predictions["label"] == "FAKE"]
-    metrics = evaluate(only_fakes)
+    metrics = evaluate(only_fakes, run_cfg.score.threshold)
     faces = pd.DataFrame(columns=scoring.FACE_COLUMNS)
     written = evaluation.write_evaluation(only_fakes, faces, metrics, run_cfg.reports_dir)
     saved = json.loads(written["metrics"].read_text())
@@ -132,7 +132,8 @@ def test_report_files_hold_the_scored_videos_their_faces_and_the_submission(run_
                           "x2": [60.5, 61.0, 90.0], "y2": [80.0, 81.0, 70.0], "prob": [0.99, 0.98, 0.97],
                           "score": [0.85, 0.95, 0.6], "crop": ["test_faces/a/00000_0.jpg", "test_faces/a/00005_0.jpg",
                                                                "test_faces/c/00000_1.jpg"]})
-    written = evaluation.write_evaluation(predictions, faces, evaluate(predictions, faces=faces), run_cfg.reports_dir)
+    written = evaluation.write_evaluation(predictions, faces, evaluate(predictions, run_cfg.score.threshold, faces),
+                                          run_cfg.reports_dir)
     assert written == {"predictions": run_cfg.predictions_csv, "metrics": run_cfg.metrics_json,
                        "frame_scores": run_cfg.reports_dir / runfolder.FRAME_SCORES_CSV,
                        "submission": run_cfg.submission_csv}
@@ -163,14 +164,14 @@ def verdicts():
 
 
 def test_confidently_wrong_orders_by_distance_from_the_true_label(verdicts):
-    wrong = evaluation.confidently_wrong(verdicts, n=5)
+    wrong = evaluation.confidently_wrong(verdicts, n=5, threshold=0.5)
     assert wrong["video"].tolist() == ["worst", "badly_wrong", "slightly_wrong"]
     assert wrong["error"].tolist() == pytest.approx([0.95, 0.8, 0.55])
-    assert evaluation.confidently_wrong(verdicts, n=2)["video"].tolist() == ["worst", "badly_wrong"]
+    assert evaluation.confidently_wrong(verdicts, n=2, threshold=0.5)["video"].tolist() == ["worst", "badly_wrong"]
 
 
 def test_confidently_right_orders_by_closeness_to_the_true_label(verdicts):
-    right = evaluation.confidently_right(verdicts, n=5)
+    right = evaluation.confidently_right(verdicts, n=5, threshold=0.5)
     assert right["video"].tolist() == ["surely_right", "right", "barely_right"]
     assert right["error"].tolist() == pytest.approx([0.02, 0.1, 0.45])
-    assert evaluation.confidently_right(verdicts, n=1)["video"].tolist() == ["surely_right"]
+    assert evaluation.confidently_right(verdicts, n=1, threshold=0.5)["video"].tolist() == ["surely_right"]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from dfhelpers import evaluation, metrics, plots
 from dfhelpers.metrics import METRIC_NAMES, compare, comparison_table, evaluate, metrics_table, point_metrics
 
 
@@ -21,6 +22,25 @@ def test_log_loss_auc_and_accuracy_agree_with_scikit_learn(predictions):
     assert metrics["n_videos"] == 6 and metrics["n_labelled"] == 5 and metrics["n_no_face"] == 1
 
 
+# every function that judges at a threshold, with its arguments but the threshold
+NEEDS_A_THRESHOLD = {
+    "metrics.evaluate": lambda predictions: metrics.evaluate(predictions),
+    "metrics.compare": lambda predictions: metrics.compare(predictions, predictions, n_bootstrap=0),
+    "metrics.confusion": lambda predictions: metrics.confusion(predictions),
+    "evaluation.confidently_wrong": lambda predictions: evaluation.confidently_wrong(predictions, n=2),
+    "evaluation.confidently_right": lambda predictions: evaluation.confidently_right(predictions, n=2),
+    "plots.video_score_histogram": lambda predictions: plots.video_score_histogram(predictions),
+    "plots.frame_score_timelines": lambda predictions: plots.frame_score_timelines(
+        predictions.iloc[:0], pd.DataFrame(columns=["video", "frame", "track", "score"]), {}),
+}
+
+
+@pytest.mark.parametrize("call", NEEDS_A_THRESHOLD.values(), ids=NEEDS_A_THRESHOLD.keys())
+def test_a_call_without_the_threshold_fails_rather_than_ignore_the_config(call, predictions):
+    with pytest.raises(TypeError, match="threshold"):
+        call(predictions)
+
+
 def test_confusion_matrix_rows_are_true_labels(predictions):
     metrics = evaluate(predictions, threshold=0.5)
     assert metrics["confusion"] == {"labels": ["REAL", "FAKE"], "matrix": [[1, 1], [0, 3]]}
@@ -29,13 +49,13 @@ def test_confusion_matrix_rows_are_true_labels(predictions):
 
 def test_single_class_labels_give_nan_auc_with_a_note(predictions):
     only_fakes = predictions[predictions["label"] == "FAKE"]
-    metrics = evaluate(only_fakes)
+    metrics = evaluate(only_fakes, threshold=0.5)
     assert math.isnan(metrics["auc"]) and "FAKE" in metrics["notes"][0]
     assert metrics["log_loss"] == pytest.approx(log_loss([1, 1, 1], [0.9, 0.6, 0.5], labels=[0, 1]))
 
 
 def test_unlabelled_videos_are_scored_without_metrics(predictions):
-    metrics = evaluate(predictions.assign(label=None))
+    metrics = evaluate(predictions.assign(label=None), threshold=0.5)
     assert metrics["n_videos"] == 6 and math.isnan(metrics["accuracy"]) and metrics["notes"]
 
 
@@ -69,7 +89,7 @@ def test_eer_of_perfectly_separated_and_of_inverted_scores():
 
 def test_a_one_class_folder_gives_undefined_auc_ap_eer_with_the_reason():
     only_real = pd.DataFrame({"video": ["a", "b", "c"], "status": "ok", "score": [0.2, 0.4, 0.7], "label": "REAL"})
-    metrics = evaluate(only_real, n_bootstrap=50)
+    metrics = evaluate(only_real, threshold=0.5, n_bootstrap=50)
     assert all(math.isnan(metrics[name]) for name in ("auc", "ap", "eer"))
     assert "every labelled video is REAL" in metrics["notes"][0]
     assert metrics["accuracy"] == pytest.approx(2 / 3) and all(math.isnan(v) for v in metrics["intervals"]["auc"])
@@ -138,7 +158,7 @@ def paired_scores(n: int = 120, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFra
 
 def test_compare_is_candidate_minus_baseline_with_a_narrower_paired_interval():
     baseline, candidate = paired_scores()
-    comparison = compare(baseline, candidate, n_bootstrap=300, seed=0)
+    comparison = compare(baseline, candidate, 0.5, n_bootstrap=300, seed=0)
     separate = [evaluate(table, 0.5, n_bootstrap=300, seed=0) for table in (baseline, candidate)]
     assert comparison["n_videos"] == 120
     assert comparison["difference"]["auc"] == pytest.approx(separate[1]["auc"] - separate[0]["auc"])
@@ -147,7 +167,7 @@ def test_compare_is_candidate_minus_baseline_with_a_narrower_paired_interval():
     assert 0 < low < comparison["difference"]["auc"] < high
     assert separate[1]["intervals"]["auc"][0] < separate[0]["intervals"]["auc"][1]  # separately: overlapping
     assert comparison["better_share"]["auc"] > 0.975 and comparison["better_share"]["log_loss"] > 0.975
-    assert compare(baseline, candidate, n_bootstrap=300, seed=0)["intervals"] == comparison["intervals"]
+    assert compare(baseline, candidate, 0.5, n_bootstrap=300, seed=0)["intervals"] == comparison["intervals"]
     row = comparison_table(comparison).loc["auc"]
     assert row["difference"] == f"+{comparison['difference']['auc']:.3f} [+{low:.3f}, +{high:.3f}]"
     assert row["better in"].endswith("% of draws")
@@ -155,7 +175,7 @@ def test_compare_is_candidate_minus_baseline_with_a_narrower_paired_interval():
 
 def test_compare_of_a_model_with_itself_is_zero_and_never_better():
     baseline, _ = paired_scores()
-    comparison = compare(baseline, baseline.sample(frac=1, random_state=0), n_bootstrap=100, seed=0)
+    comparison = compare(baseline, baseline.sample(frac=1, random_state=0), 0.5, n_bootstrap=100, seed=0)
     assert comparison["difference"]["auc"] == 0 and comparison["intervals"]["auc"] == [0, 0]
     assert comparison["better_share"]["auc"] == 0
 
@@ -163,6 +183,6 @@ def test_compare_of_a_model_with_itself_is_zero_and_never_better():
 def test_compare_refuses_tables_of_other_videos_or_labels():
     baseline, candidate = paired_scores(n=20)
     with pytest.raises(ValueError, match="same videos alike"):
-        compare(baseline, candidate.iloc[:-1])
+        compare(baseline, candidate.iloc[:-1], 0.5)
     with pytest.raises(ValueError, match="same videos alike"):
-        compare(baseline, candidate.assign(label=candidate["label"].iloc[::-1].to_numpy()))
+        compare(baseline, candidate.assign(label=candidate["label"].iloc[::-1].to_numpy()), 0.5)

@@ -97,19 +97,19 @@ def test_roc_figure_draws_scikit_learns_curve_and_the_auc(predictions):
     curve = figure.axes[0].lines[1]
     fpr, tpr, _ = roc_curve((labelled["label"] == "FAKE").astype(int), labelled["score"])
     assert np.allclose(curve.get_xdata(), fpr) and np.allclose(curve.get_ydata(), tpr)
-    assert curve.get_label() == f"videos (AUC {metrics.evaluate(predictions)['auc']:.3f})"
+    assert curve.get_label() == f"videos (AUC {metrics.evaluate(predictions, 0.5)['auc']:.3f})"
     single = plots.video_roc(predictions[predictions["label"] == "FAKE"])
     assert len(single.axes[0].lines) == 1 and "AUC undefined" in single.axes[0].texts[0].get_text()
 
 
 def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predictions, tmp_path):
-    confusion = plots.video_confusion(metrics.evaluate(predictions)["confusion"])
+    confusion = plots.video_confusion(metrics.evaluate(predictions, 0.5)["confusion"])
     assert [text.get_text() for text in confusion.axes[0].texts] == ["1", "1", "0", "3"]
     faces = pd.DataFrame({"video": "d.mp4", "frame": list(range(12)) * 2, "track": [0] * 12 + [1] * 12,
                           "score": np.r_[np.linspace(0.6, 0.8, 12), np.full(12, 0.2)]})
-    wrong = evaluation.confidently_wrong(predictions, n=2).assign(track=0)
+    wrong = evaluation.confidently_wrong(predictions, n=2, threshold=0.5).assign(track=0)
     crops = {"d.mp4": [(0, np.zeros((160, 160, 3), dtype=np.uint8)), (11, np.full((160, 160, 3), 255, np.uint8))]}
-    timelines = plots.frame_score_timelines(wrong, faces, crops)
+    timelines = plots.frame_score_timelines(wrong, faces, crops, threshold=0.5)
     track_lines = [line for line in timelines.axes[0].lines if line.get_label().startswith("track")]
     assert [line.get_label() for line in track_lines] == ["track 0", "track 1"]
     assert timelines.axes[1].images[0].get_array().shape == (160, 320, 3)  # two crops side by side

@@ -60,7 +60,7 @@ def test_default_clipping_bounds_the_log_loss_of_a_confidently_wrong_video():
     assert scoring.aggregate(np.full(20, 0.00001), ScoreConfig()) == 0.01
     wrong = pd.DataFrame({"video": ["a.mp4"], "status": "ok", "label": "REAL",
                           "score": [scoring.aggregate(np.full(20, 1 - 1e-7), ScoreConfig())]})
-    assert evaluate(wrong)["log_loss"] == pytest.approx(-math.log(0.01))
+    assert evaluate(wrong, ScoreConfig().threshold)["log_loss"] == pytest.approx(-math.log(0.01))
 
 
 def test_mean_and_median_rules():
