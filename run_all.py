@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Kernels inherit these. An executed copy is read afterwards, not watched: a progress bar
     # updates at most every 30 s, so a text bar (no ipywidgets) adds one line per 30 s and a
-    # widget bar stays one line whose final state is saved. TensorFlow's start-up lines are
-    # quieted the same way.
+    # widget bar stays one line whose final state is saved. TensorFlow's start-up lines and
+    # OpenCV's FFmpeg errors (a broken video has its status) are quieted the same way.
     os.environ.setdefault("TQDM_MININTERVAL", "30")
     compat.quiet_native_logs()
     out_dir = Path(args.out).resolve() if args.out else cfg.executed_dir

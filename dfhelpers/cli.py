@@ -36,7 +36,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command is None:
         _parser().error("choose a command: predict, evaluate or export")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display needed
-    compat.quiet_native_logs()  # TensorFlow start-up lines ask nothing of the user
+    compat.quiet_native_logs()  # TensorFlow start-up lines, FFmpeg errors: a broken video has its row
     if argv is None:
         _bound_native_memory()
     from dfhelpers.errors import DfdetectError

@@ -31,6 +31,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 IMPORT_GUARD_VARIABLE = "DFHELPERS_IMPORT_GUARD"  # "0": `import dfhelpers` installs nothing
 QUIET_VARIABLE = "DFHELPERS_QUIET_NATIVE_LOGS"  # "1": every TensorFlow import is quieted (quiet_native_logs)
+OPENCV_FFMPEG_QUIET = "-8"  # AV_LOG_QUIET, for OPENCV_FFMPEG_LOGLEVEL
 
 # Lines TensorFlow's C++ side writes to stderr at import or first use on a machine without a
 # GPU; none of them asks the user to do anything. Anything else on stderr is passed through.
@@ -60,15 +61,19 @@ def install() -> None:
 
 
 def quiet_native_logs() -> None:
-    """Quiet TensorFlow's native logs in this process and those it starts.
+    """Quiet TensorFlow's and OpenCV's FFmpeg native logs in this process and those it starts.
 
     For the processes the library runs itself (`dfdetect`, run_all.py and its notebook kernels,
-    their pool workers), where TensorFlow's start-up lines ask nothing of the user. Sets, unless
-    already set: TF_CPP_MIN_LOG_LEVEL (see `_tensorflow_log_level`); DFHELPERS_QUIET_NATIVE_LOGS=1,
-    so that the import hook drops TensorFlow's start-up lines whoever imports it. Works if
-    TensorFlow is not imported yet.
+    their pool workers), where TensorFlow's start-up lines ask nothing of the user and a broken
+    video's reason is already in its row. Sets, unless already set: TF_CPP_MIN_LOG_LEVEL (see
+    `_tensorflow_log_level`); OPENCV_FFMPEG_LOGLEVEL=-8, because OpenCV, the fallback reader,
+    prints FFmpeg's errors ("moov atom not found" for a truncated file) where PyAV, the main one,
+    drops them; DFHELPERS_QUIET_NATIVE_LOGS=1, so that the import hook drops TensorFlow's start-up
+    lines whoever imports it. Works if TensorFlow is not imported yet, and for OpenCV before it
+    opens its first video (it reads the variable once).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _tensorflow_log_level())
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", OPENCV_FFMPEG_QUIET)
     os.environ.setdefault(QUIET_VARIABLE, "1")
 
 

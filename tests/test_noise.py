@@ -1,5 +1,6 @@
-"""A user sees only what they can act on: no TensorFlow C++ start-up lines, no kernel-transport
-warning, no text-progress flood, in run_all.py's output, the executed notebooks or dfdetect's."""
+"""A user sees only what they can act on: no TensorFlow C++ start-up lines, no FFmpeg line about a
+video whose row already says why it failed, no kernel-transport warning, no text-progress flood,
+in run_all.py's output, the executed notebooks or dfdetect's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import nbformat
 
 import hostile
-from videos import write_video
+from videos import save_tiny_model, write_video
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -87,3 +88,15 @@ def test_tensorflow_imported_by_dfhelpers_is_quiet_keeps_other_stderr_and_the_en
     assert noise_in(result.stderr) == []
     assert result.stderr.splitlines() == ["a line of our own"]
     assert json.loads(result.stdout) is None  # TensorFlow read its level while loading; nothing else sees it
+
+
+def test_dfdetect_reports_a_truncated_video_in_its_row_and_nothing_from_ffmpeg_on_stderr(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", hostile.background_frames(8, 64, 48))
+    truncated = hostile.truncated_copy(video, tmp_path / "truncated.mp4")  # no index: OpenCV's FFmpeg logs why
+    model = save_tiny_model(tmp_path / "tiny.keras")
+    command = [str(Path(sys.executable).with_name("dfdetect")), "predict", str(truncated), "--model", str(model),
+               "--json", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["status"].startswith("unreadable: cannot open")
+    assert [line for line in result.stderr.splitlines() if "dfdetect export" not in line] == []
