@@ -13,13 +13,11 @@ NBVAL_OVERRIDES := {work_dir: ../runs/nbval, train.epochs: 2}
 
 venv: $(STAMP)
 
-# The product's install: no torch. facenet-pytorch is installed without its requirements (torch,
-# torchvision: ~5 GB of CUDA wheels on Linux) for the MTCNN weight files it ships; the default
-# onnxruntime detector reads them and never imports torch.
+# The product's install: no torch. MTCNN's weights ship inside dfhelpers (dfhelpers/weights/mtcnn/);
+# the default onnxruntime detector reads them and never imports torch.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
-	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps facenet-pytorch
 	$(BIN)/python -m dfhelpers.sample fetch
 	touch $(STAMP)
 

@@ -10,7 +10,9 @@ import numpy as np
 from dfhelpers import torchfile
 from dfhelpers.errors import MissingWeightsError
 
-MTCNN_FIX = "pip install --no-deps facenet-pytorch==2.5.3 (the weights ship inside it; torch is not needed)"
+MTCNN_FIX = "reinstall dfdetect (in a clone: pip install -e .): its package ships the three files"
+# facenet-pytorch 2.5.3's pnet.pt, rnet.pt and onet.pt, unchanged (MIT; see the README beside them)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "mtcnn"
 _OPSET = 17  # MaxPool ceil_mode, Softmax on one axis: onnxruntime 1.32 runs it natively
 _FACTOR = 0.709  # facenet-pytorch's pyramid step (each level 0.709x the previous: half the area)
 _CROP_CHUNK = 256  # R/O-net crops gathered at once: bounds the index arrays to ~20 MB (thousands of proposals)
@@ -19,15 +21,14 @@ Detection = tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarra
 
 
 def weights_dir() -> Path:
-    """facenet-pytorch's data/ folder (pnet.pt, rnet.pt, onet.pt), found without importing the package.
+    """The folder of MTCNN's weights (pnet.pt, rnet.pt, onet.pt) that ships inside dfhelpers.
 
     Raises:
-        MissingWeightsError: facenet-pytorch is not installed, or its weight files are missing.
+        MissingWeightsError: a weight file is missing (a broken install).
     """
-    folder = torchfile.package_folder("facenet_pytorch", "data")
-    if folder is None or not all((folder / f"{net}.pt").is_file() for net in ("pnet", "rnet", "onet")):
-        raise MissingWeightsError(f"MTCNN weights not found in {folder or 'facenet_pytorch'}; {MTCNN_FIX}")
-    return folder
+    if not all((WEIGHTS_DIR / f"{net}.pt").is_file() for net in ("pnet", "rnet", "onet")):
+        raise MissingWeightsError(f"MTCNN weights not found in {WEIGHTS_DIR}; {MTCNN_FIX}")
+    return WEIGHTS_DIR
 
 
 class Mtcnn:

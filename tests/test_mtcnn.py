@@ -1,9 +1,13 @@
+import hashlib
+import importlib.metadata
 import importlib.resources
+import importlib.util
 import io
 import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -150,3 +154,33 @@ def iou(box: np.ndarray, other: np.ndarray) -> float:
     height = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
     overlap = width * height
     return overlap / ((box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - overlap)
+
+
+def test_the_shipped_weights_are_facenet_pytorch_2_5_3s_files():
+    spec = importlib.util.find_spec("facenet_pytorch")  # found, not imported: importing it imports torch
+    if spec is None or importlib.metadata.version("facenet-pytorch") != "2.5.3":
+        pytest.skip("facenet-pytorch 2.5.3 is not installed (the torch extra): nothing to compare with")
+    theirs = Path(spec.origin).parent / "data"
+    ours = Path(mtcnn.__file__).parent / "weights" / "mtcnn"  # inside dfhelpers, not facenet-pytorch's folder
+    for net in NETS:
+        shipped = hashlib.sha256((ours / f"{net}.pt").read_bytes()).hexdigest()
+        assert shipped == hashlib.sha256((theirs / f"{net}.pt").read_bytes()).hexdigest(), net
+
+
+def test_the_weights_are_found_and_the_nets_built_with_facenet_pytorch_not_importable():
+    script = textwrap.dedent("""
+        import sys
+
+        class Hidden:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("facenet_pytorch", "torch"):
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+
+        sys.meta_path.insert(0, Hidden())
+        from dfhelpers import mtcnn
+        mtcnn.Mtcnn()
+        print(mtcnn.weights_dir().relative_to(mtcnn.weights_dir().parents[2]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["dfhelpers/weights/mtcnn"]

@@ -1,3 +1,4 @@
+import fnmatch
 import json
 import os
 import re
@@ -79,3 +80,11 @@ def test_every_document_the_readme_links_to_is_in_the_repository():
     local = [link for link in links if not re.match(r"[a-z]+://", link)]
     assert "docs/design.md" in local and "docs/face-sources.md" in local
     assert [link for link in local if not (PROJECT / link).exists()] == []
+
+
+def test_the_mtcnn_weights_their_licence_and_readme_are_package_data():
+    patterns = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = sorted(path.relative_to(PROJECT / "dfhelpers").as_posix()
+                     for path in (PROJECT / "dfhelpers" / "weights" / "mtcnn").iterdir())
+    assert shipped == [f"weights/mtcnn/{name}" for name in ("LICENSE.md", "README.md", "onet.pt", "pnet.pt", "rnet.pt")]
+    assert [name for name in shipped if not any(fnmatch.fnmatch(name, p) for p in patterns["dfhelpers"])] == []
