@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 from pathlib import Path
 from typing import Iterator, Optional
 
 import cv2
 import numpy as np
 
+from dfhelpers import compat
 from dfhelpers.config import FacesConfig
 from dfhelpers.errors import VideoReadError
 
@@ -263,6 +265,9 @@ def _is_special(path: Path) -> bool:
 def _opencv_can_open(path: Path) -> bool:
     if _is_special(path):
         return False
+    # OpenCV's own FFmpeg prints why it cannot open a file ("moov atom not found") on stderr, in a
+    # notebook too; the row's status already says it. OpenCV reads the level when it opens its first video
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", compat.OPENCV_FFMPEG_QUIET)
     capture = cv2.VideoCapture(str(path))
     try:
         return capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
