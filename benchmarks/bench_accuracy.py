@@ -35,7 +35,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as a script
 import _common  # noqa: E402
 
-from dfhelpers import config, engine, metadata, scoring  # noqa: E402
+from dfhelpers import config, engine, faces, metadata, runfolder, scoring  # noqa: E402
+from dfhelpers.errors import DfdetectError  # noqa: E402
 from dfhelpers.metrics import compare, comparison_table, evaluate, metrics_table  # noqa: E402
 
 METRICS = ("auc", "log_loss", "accuracy", "ap", "eer")
@@ -54,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         cache_root = Path(args.cache) if args.cache else Path(scratch)
         scored = score_videos([Path(args.model)] + ([Path(args.against)] if args.against else []), videos,
                               faces_cfg, score_cfg, args, cache_root)
-    predictions, faces = scored[0]
-    metrics = evaluate(predictions, score_cfg.threshold, faces, n_bootstrap=args.bootstrap,
+    predictions, face_scores = scored[0]
+    metrics = evaluate(predictions, score_cfg.threshold, face_scores, n_bootstrap=args.bootstrap,
                        seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
-    summary = summarise(metrics, predictions)
+    summary = summarise(metrics)
     print(metrics_table(metrics).to_string(), flush=True)
     if args.against:
         comparison = compare(scored[1][0], predictions, score_cfg.threshold, n_bootstrap=args.bootstrap,
@@ -98,7 +99,10 @@ def select_videos(folder: Path, groups_from: str | None, split: str) -> pd.DataF
     if groups_from is None:
         return videos
     split_csv = Path(groups_from)
-    crops = pd.read_csv(split_csv, dtype={"video": str, "group": str, "split": str})
+    try:
+        crops = runfolder.read_split(split_csv)  # the training's own reader: checked, names as text
+    except DfdetectError as err:
+        raise SystemExit(str(err)) from err
     chosen = videos[videos["video"].isin(set(crops.loc[crops["split"] == split, "video"]))].reset_index(drop=True)
     if chosen.empty:
         raise SystemExit(f"{split_csv}: no video of {folder} is in its {split!r} split; check the folder and split")
@@ -110,23 +114,37 @@ def score_stored_crops(videos: pd.DataFrame, scorer: engine.VideoScorer,
     """(predictions, faces) from the crops a run's face stage stored for these videos.
 
     The face stage samples, detects and crops as scoring does and stores each crop as the scorer
-    JPEG-compresses it, so the scores are the engine's without detecting every video again
-    (a quick loop over many models); the run's faces settings must be the ones to measure.
+    JPEG-compresses it (dfhelpers.jpeg), and the crops read back here as the scorer reads its own
+    back, so the scores are the engine's without detecting every video again (a quick loop over
+    many models); the run's faces settings must be the ones to measure.
     """
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    stage = pd.read_csv(work_dir / "manifests" / "faces.csv", dtype={"video": str, "path": str, "status": str})
-    stage = stage[stage["video"].isin(set(videos["video"]))]
-    crops = stage[stage["kind"] == "crop"].reset_index(drop=True)
-    pixels = [np.asarray(Image.open(work_dir / path).convert("RGB")) for path in tqdm(crops["path"], desc="crops")]
+    run = config.from_dict({"work_dir": str(work_dir), "data_dirs": []}, base_dir=work_dir)
+    try:
+        crops, statuses = faces.load_crops(run), faces.load_status(run).set_index("video")["status"].to_dict()
+    except DfdetectError as err:  # no faces.csv: not a run folder, or its face stage never ran
+        raise SystemExit(str(err)) from err
+    crops = crops[crops["video"].isin(set(videos["video"]))].reset_index(drop=True)
+    pixels = [read_crop(run.work_dir / path) for path in tqdm(crops["path"], desc="crops")]
     scores = scorer.predict(np.stack(pixels)) if pixels else np.zeros(0)
-    faces = crops.assign(score=scores, crop="")[scoring.FACE_COLUMNS]
-    statuses = stage[stage["kind"] == "video"].set_index("video")["status"].to_dict()
-    return scoring.predictions_from_faces(videos, faces, statuses, scorer.score_cfg), faces
+    face_scores = crops.assign(score=scores, crop="")[scoring.FACE_COLUMNS]
+    return scoring.predictions_from_faces(videos, face_scores, statuses, scorer.score_cfg), face_scores
 
 
-def summarise(metrics: dict[str, Any], predictions: pd.DataFrame) -> dict[str, Any]:
+def read_crop(path: Path) -> np.ndarray:
+    """A stored crop as RGB uint8, decoded as dfhelpers.jpeg.jpeg_roundtrip decodes the scorer's crops
+    (OpenCV's decoder: the pixels the model sees when it scores the video itself)."""
+    import cv2
+
+    encoded = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    bgr = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SystemExit(f"{path}: not a readable JPEG crop; crop that video again (notebook 02) or drop --crops-from")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
     """The figures the README quotes: video metrics with intervals, AUC per method, videos not judged."""
     video = {name: _rounded(metrics[name]) for name in METRICS}
     intervals = {name: [_rounded(v) for v in metrics["intervals"][name]] for name in METRICS}
@@ -135,7 +153,9 @@ def summarise(metrics: dict[str, Any], predictions: pd.DataFrame) -> dict[str, A
                for row in metrics["breakdown"] if row["column"] == "method" and row["against"] != "itself"}
     return {"n_videos": metrics["n_labelled"], "label_counts": metrics["label_counts"], "video": video,
             "intervals": intervals, "per_method": methods, "frame_auc": _rounded(metrics["frame"]["auc"]),
-            "n_not_judged": int((~predictions["status"].astype(str).str.startswith("ok")).sum()),
+            # videos scored with the prior, as dfdetect evaluate counts them (scoring.status_counts):
+            # a `partial:` video (decoding broke after some frames) is judged on the faces it has
+            "n_not_judged": metrics["n_prior"],
             "bootstrap": metrics["bootstrap"]}
 
 
