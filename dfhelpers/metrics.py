@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dfhelpers.logloss import log_loss
 from dfhelpers.runfolder import LABELS
 from dfhelpers.scoring import status_counts
 
@@ -83,14 +84,6 @@ def point_metrics(is_fake: np.ndarray, scores: np.ndarray, threshold: float) -> 
     result.update(auc=float(auc(fpr, tpr)), ap=float(average_precision_score(is_fake, scores)),
                   eer=_eer_of_curve(fpr, tpr))
     return result
-
-
-def log_loss(is_fake: np.ndarray, scores: np.ndarray) -> float:
-    """Mean binary cross-entropy (natural log), scores clipped to machine epsilon as scikit-learn does."""
-    eps = np.finfo(np.float64).eps
-    probability = np.clip(np.asarray(scores, dtype=np.float64), eps, 1 - eps)
-    is_fake = np.asarray(is_fake, dtype=np.float64)
-    return float(-np.mean(is_fake * np.log(probability) + (1 - is_fake) * np.log(1 - probability)))
 
 
 def breakdown(labelled: pd.DataFrame, threshold: float, boot: dict[str, Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from tqdm.keras import TqdmCallback
 from dfhelpers import config, files, inputs, model, runfolder
 from dfhelpers.config import Config
 from dfhelpers.errors import ConfigError, SplitError, StageOutputMissing
+from dfhelpers.logloss import log_loss, log_loss_of_logits
 
 # Written by keras.callbacks.BackupAndRestore into cfg.checkpoint_dir: the last finished epoch.
 BACKUP_STATE = "training_metadata.json"
@@ -129,15 +130,15 @@ def calibrate(cfg: Config, val_examples: pd.DataFrame) -> dict[str, Any]:
     classifier = model.load(cfg.model_path)
     labels = val_examples["label_index"].to_numpy(dtype=int)
     logit = model.logits(classifier).predict(inputs.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
-    before = _log_loss(labels, logit, 1.0)
+    before = log_loss_of_logits(labels, logit, 1.0)
     is_fitted = cfg.train.calibration == "temperature" and len(np.unique(labels)) == 2
     value = fit_temperature(labels, logit, cfg.train.min_temperature) if is_fitted else 1.0
     model.set_temperature(classifier, value)
     with files.atomic_path(cfg.model_path) as partial:
         classifier.save(partial)
     return {"method": cfg.train.calibration if is_fitted else "none", "temperature": round(value, 4),
-            "val_log_loss_before": round(before, 4), "val_log_loss_after": round(_log_loss(labels, logit, value), 4),
-            "n_val_examples": len(labels)}
+            "val_log_loss_before": round(before, 4),
+            "val_log_loss_after": round(log_loss_of_logits(labels, logit, value), 4), "n_val_examples": len(labels)}
 
 
 def calibration_examples(val_crops: pd.DataFrame, val_examples: pd.DataFrame) -> pd.DataFrame:
@@ -163,7 +164,7 @@ def fit_temperature(labels: np.ndarray, logit: np.ndarray, min_temperature: floa
     from scipy.optimize import minimize_scalar
 
     low, high = np.log(max(min_temperature, 1e-3)), np.log(MAX_TEMPERATURE)
-    result = minimize_scalar(lambda log_t: _log_loss(labels, logit, float(np.exp(log_t))),
+    result = minimize_scalar(lambda log_t: log_loss_of_logits(labels, logit, float(np.exp(log_t))),
                              bounds=(low, max(high, low + 1e-6)), method="bounded")
     return float(np.exp(result.x))
 
@@ -171,12 +172,12 @@ def fit_temperature(labels: np.ndarray, logit: np.ndarray, min_temperature: floa
 def frame_metrics(labels: np.ndarray, fake_probability: np.ndarray) -> dict[str, float | None]:
     """test_auc, test_accuracy (threshold 0.5) and test_log_loss; AUC is None with one class only."""
     labels = np.asarray(labels).astype(int)
-    fake_probability = np.clip(np.asarray(fake_probability, dtype="float64"), 1e-7, 1 - 1e-7)
+    fake_probability = np.asarray(fake_probability, dtype="float64")
     has_both = len(np.unique(labels)) == 2
     return {
         "test_auc": float(sk_metrics.roc_auc_score(labels, fake_probability)) if has_both else None,
         "test_accuracy": float(sk_metrics.accuracy_score(labels, fake_probability >= 0.5)),
-        "test_log_loss": float(sk_metrics.log_loss(labels, fake_probability, labels=[0, 1])),
+        "test_log_loss": log_loss(labels, fake_probability),
     }
 
 
@@ -400,12 +401,6 @@ def _export_sidecar(cfg: Config) -> dict[str, Any]:
         warnings.warn(f"{cfg.model_path}: no ONNX sidecar ({reason}); scoring will use Keras", stacklevel=2)
         return {"path": None, "error": reason}
     return {"path": onnx_path.name, "sha256": files.sha256(onnx_path), "keras_sha256": files.sha256(cfg.model_path)}
-
-
-def _log_loss(labels: np.ndarray, logit: np.ndarray, temperature: float) -> float:
-    """Mean binary cross-entropy of sigmoid(logit / T), computed stably from the logit."""
-    scaled = np.asarray(logit, dtype="float64") / temperature
-    return float(np.mean(np.logaddexp(0.0, scaled) - np.asarray(labels) * scaled))
 
 
 def _strategy() -> tf.distribute.Strategy:

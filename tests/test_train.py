@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import crops
-from dfhelpers import config, files, inputs, model, train
+from dfhelpers import config, files, inputs, logloss, model, train
 from dfhelpers.config import TrainConfig
 from dfhelpers.errors import ConfigError, SplitError
 
@@ -153,7 +153,7 @@ def test_a_model_wrong_on_val_is_calibrated_to_a_coin():
     scores = 1 / (1 + np.exp(-wrong / value))
     assert np.abs(scores - 0.5).max() < 0.01
     coin = float(np.log(2))
-    assert coin < train._log_loss(labels, wrong, value) < coin + 1e-4  # a coin's log loss, not worse
+    assert coin < logloss.log_loss_of_logits(labels, wrong, value) < coin + 1e-4  # a coin's log loss, not worse
 
 
 def _faces(rng: np.random.Generator, label: str) -> np.ndarray:
