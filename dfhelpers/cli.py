@@ -46,7 +46,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             code = export(Path(args.model), None if args.out is None else Path(args.out))
         elif args.command == "evaluate":
             code = evaluate(args.folders, Path(args.model), Path(args.out), config_path=args.config,
-                            progress=not args.quiet, against=None if args.against is None else Path(args.against))
+                            progress=not args.quiet, against=None if args.against is None else Path(args.against),
+                            labels_csv=None if args.labels is None else Path(args.labels))
         else:
             code = predict(args.inputs, Path(args.model), config_path=args.config, as_json=args.json,
                            progress=not args.quiet, frames_to=args.frames, explain_dir=args.explain)
@@ -113,7 +114,7 @@ def _print_preamble(bad_inputs: list[tuple[str, str]], as_json: bool, width: int
 
 
 def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optional[str] = None,
-             progress: bool = True, against: Optional[Path] = None) -> int:
+             progress: bool = True, against: Optional[Path] = None, labels_csv: Optional[Path] = None) -> int:
     """Score and measure each labelled folder on its own (evaluation.evaluate_each); print its metrics table.
 
     Writes out/<folder>/predictions.csv, frame_scores.csv, metrics.json, submission.csv and
@@ -123,8 +124,11 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
     model-minus-baseline differences, with paired bootstrap intervals, are printed and written
     to out/<folder>/comparison.json.
 
+    `labels_csv` (video,label[,method]) labels folders that have no labels file of their own; a
+    video nothing labels is scored and reported unlabelled.
+
     Raises:
-        MetadataError: a folder has no (valid) metadata.json. ModelLoadError: a model is missing.
+        MetadataError: a folder has no labels, or malformed ones. ModelLoadError: a model is missing.
     """
     from dfhelpers import engine, evaluation, files, runfolder
     from dfhelpers.errors import ModelLoadError
@@ -144,7 +148,8 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
 
     results = []
     for name, result in evaluation.evaluate_each(folders, model_path, faces_cfg, score_cfg, out, labelled=True,
-                                                 progress=progress, before_scoring=load_quietly, also=also):
+                                                 progress=progress, before_scoring=load_quietly, also=also,
+                                                 labels_csv=labels_csv):
         figures = evaluation.evaluation_figures(result["predictions"], result["metrics"], score_cfg.threshold)
         evaluation.save_figures(figures, result["reports_dir"] / runfolder.FIGURES_DIR)
         print(_report(name, result["metrics"], result["reports_dir"]), flush=True)
@@ -152,7 +157,7 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
     if against is None:
         return EXIT_OK
     baselines = evaluation.evaluate_each(folders, against, faces_cfg, score_cfg, out / "against", labelled=True,
-                                         progress=progress, before_scoring=_load_quietly)
+                                         progress=progress, before_scoring=_load_quietly, labels_csv=labels_csv)
     for (name, result), (_, baseline) in zip(results, baselines):
         comparison = compare(baseline["predictions"], result["predictions"], score_cfg.threshold,
                              n_bootstrap=score_cfg.bootstrap, seed=score_cfg.bootstrap_seed,
@@ -265,7 +270,10 @@ def _parser() -> argparse.ArgumentParser:
                     "video- and frame-level metrics with bootstrap intervals and a breakdown by part and by "
                     "method/source when metadata.json names one. Exit 0: measured; 2: usage, config, "
                     "metadata or model error.")
-    evaluate_cmd.add_argument("folders", nargs="+", metavar="DIR", help="folders with videos and metadata.json")
+    evaluate_cmd.add_argument("folders", nargs="+", metavar="DIR",
+                              help="labelled folders: videos with metadata.json, or face images (metadata.csv, labels.csv)")
+    evaluate_cmd.add_argument("--labels", metavar="LABELS.csv",
+                              help="labels for folders without a labels file: a CSV with columns video,label[,method]")
     evaluate_cmd.add_argument("--model", required=True, metavar="M.keras",
                               help="a model saved by notebook 04, or its M.onnx from `dfdetect export`")
     evaluate_cmd.add_argument("--out", default="dfdetect-evaluation", metavar="OUT",

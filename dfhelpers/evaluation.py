@@ -11,7 +11,7 @@ import pandas as pd
 
 from dfhelpers import engine, files, metadata, metrics, runfolder
 from dfhelpers.config import Config, FacesConfig, ScoreConfig
-from dfhelpers.errors import ConfigError, ModelLoadError
+from dfhelpers.errors import ConfigError, MetadataError, ModelLoadError
 from dfhelpers.runfolder import LABELS
 from dfhelpers.scoring import STATUS_OK
 
@@ -40,12 +40,13 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
                   work_dir: Optional[Path] = None, progress: bool = True,
                   before_scoring: Optional[Callable[[engine.VideoScorer], None]] = None,
                   also: Sequence[tuple[engine.VideoScorer, engine.ScoreCache]] = (),
-                  ) -> Iterator[tuple[str, dict[str, Any]]]:
+                  labels_csv: Optional[Path] = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """Score and measure each folder of videos on its own, writing its report files before yielding it.
 
     Every folder is listed before any is scored, so a bad one stops the run at once: with `labelled`
-    each needs its metadata.json (metadata.read_part), else a folder without one is scored
-    unlabelled (metadata.list_videos). One scorer serves every folder; face scores are cached in
+    each needs labels, its own labels file (metadata.json, metadata.csv, labels.csv) or
+    `labels_csv` (video,label[,method]); files without a label are scored and reported unlabelled
+    (metadata.list_videos). One scorer serves every folder; face scores are cached in
     out_dir/score_cache/ (the scored crops saved in crops_dir, relative to work_dir, when given).
     A folder's reports (write_evaluation) go to out_dir/<name>/, or to out_dir itself for
     the first when `first_in_out_dir`; folders of one name are reported as name, name-2, ...
@@ -55,10 +56,9 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
     Yields:
         (name, {"predictions", "faces", "metrics", "reports_dir"}) per folder, in the given order.
     Raises:
-        MetadataError: a folder is missing, or (`labelled`) has no valid metadata.json.
+        MetadataError: a folder is missing, or (`labelled`) has no labels, or malformed ones.
     """
-    read = metadata.read_part if labelled else metadata.list_videos
-    tables = [(Path(folder).name, read(Path(folder))) for folder in folders]
+    tables = [(Path(folder).name, _videos_of(Path(folder), labelled, labels_csv)) for folder in folders]
     cache = engine.ScoreCache.for_model(Path(out_dir) / runfolder.SCORE_CACHE_DIR, model_path, faces_cfg,
                                         crops_dir=crops_dir, work_dir=work_dir)
     scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg)  # loads only when a video is not cached
@@ -174,6 +174,15 @@ def timeline_crops(faces: pd.DataFrame, videos: pd.DataFrame, work_dir: Path,
 def _check_trained(cfg: Config) -> None:
     if not Path(cfg.model_path).is_file():
         raise ModelLoadError(f"{cfg.model_path}: model file not found; run notebooks/04_train.ipynb first")
+
+
+def _videos_of(folder: Path, labelled: bool, labels_csv: Optional[Path]) -> pd.DataFrame:
+    """A folder's videos to measure; `labelled` refuses a folder that nothing labels."""
+    has_labels = labels_csv is not None or any((folder / name).is_file() for name in metadata.SOURCES)
+    if labelled and folder.is_dir() and not has_labels:
+        raise MetadataError(f"{folder}: no labels; add a metadata.json or labels.csv, or pass --labels LABELS.csv "
+                            "(columns video,label)")
+    return metadata.list_videos(folder, labels_csv)
 
 
 def _crops_dir(cfg: Config) -> Optional[Path]:

@@ -27,7 +27,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PAD_FRACTION = 0.3
 
 
-def read_kaggle_faces(folder: Path) -> pd.DataFrame:
+def read_kaggle_faces(folder: Path, lenient: bool = False) -> pd.DataFrame:
     """The items of a Kaggle deepfake-faces folder: one per image, named by its DFDC video.
 
     Returns columns video, path, label, original (a FAKE's DFDC original: its family), and
@@ -42,17 +42,18 @@ def read_kaggle_faces(folder: Path) -> pd.DataFrame:
     images = folder / KAGGLE_IMAGES
     items = table.rename(columns={"videoname": "video"}).assign(
         path=[str(images / f"{Path(name).stem}.jpg") for name in table["videoname"]])
-    return _checked(items, csv_path, first_row=2)
+    return _checked(items, csv_path, first_row=2, needs_original=not lenient)
 
 
-def read_labels_csv(folder: Path) -> pd.DataFrame:
+def read_labels_csv(folder: Path, lenient: bool = False) -> pd.DataFrame:
     """The items of a folder labelled by labels.csv (image, label[, original][, video][, method]).
 
     Without a `video` column every image is an item of its own, named by its path in the
     folder. Images that share a `video` form one sequence, an item whose frames are its
     images: they must be the image files of one folder of their own (WildDeepfake's and
     DeepfakeBench's frame folders are laid out that way). A FAKE's `original` names the
-    REAL item it was made from (its `video`, or its image when there is no `video` column).
+    REAL item it was made from (its `video`, or its image when there is no `video` column);
+    only training needs it (`lenient`: measuring).
 
     Raises:
         MetadataError: labels.csv is unreadable or a row is malformed (the row is named), or a
@@ -65,8 +66,8 @@ def read_labels_csv(folder: Path) -> pd.DataFrame:
             raise MetadataError(f"{csv_path}: row {row_number}: image {image!r} must be a path inside {folder}")
     if "video" not in table.columns or (table["video"] == "").all():
         items = table.rename(columns={"image": "video"}).assign(path=[str(folder / i) for i in table["image"]])
-        return _checked(items, csv_path, first_row=2)
-    return _checked(_sequences(table, folder, csv_path), csv_path, first_row=None)
+        return _checked(items, csv_path, first_row=2, needs_original=not lenient)
+    return _checked(_sequences(table, folder, csv_path), csv_path, first_row=None, needs_original=not lenient)
 
 
 def is_image_item(path: str | Path) -> bool:
@@ -120,14 +121,14 @@ def _read_labels(csv_path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return table.map(str.strip)
 
 
-def _checked(items: pd.DataFrame, csv_path: Path, first_row: int | None) -> pd.DataFrame:
+def _checked(items: pd.DataFrame, csv_path: Path, first_row: int | None, needs_original: bool) -> pd.DataFrame:
     """Labels known, every FAKE with an original, names unique; the first bad row is named."""
     items = items.assign(original=items["original"] if "original" in items else "")
     for position, (name, label, original) in enumerate(zip(items["video"], items["label"], items["original"])):
         where = f"row {position + first_row}" if first_row is not None else f"item {name!r}"
         if label not in LABELS:
             raise MetadataError(f"{csv_path}: {where}: unknown label {label!r}; use REAL or FAKE")
-        if label == "FAKE" and not original:
+        if label == "FAKE" and not original and needs_original:
             raise MetadataError(f"{csv_path}: {where}: FAKE without 'original'; name the REAL item it was made "
                                 "from, so that a split keeps its family on one side")
     repeated = items["video"][items["video"].duplicated()]

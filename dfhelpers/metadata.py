@@ -44,13 +44,15 @@ def read_videos(dirs: list[Path] | tuple[Path, ...], persons_csv: str | Path | N
     return videos[COLUMNS + _extra_columns(videos)]
 
 
-def read_part(folder: Path, strict: bool = False) -> pd.DataFrame:
+def read_part(folder: Path, strict: bool = False, lenient: bool = False) -> pd.DataFrame:
     """The items of one data folder, read by the data source its labels file names (SOURCES).
 
     A folder holds videos with a DFDC metadata.json, or face images: Kaggle's deepfake-faces
     layout (metadata.csv beside faces_224/) or a labels.csv. Every source gives the same
     table (COLUMNS, then its extra columns); items whose file is missing are dropped with a
-    warning (an error when `strict`).
+    warning (an error when `strict`). Training needs every FAKE's original (its family) and,
+    for videos, every file listed; measuring needs only labels: with `lenient` a FAKE may lack
+    its original and a video file without an entry is listed unlabelled.
     """
     folder = Path(folder).resolve()
     if not folder.is_dir():
@@ -59,27 +61,29 @@ def read_part(folder: Path, strict: bool = False) -> pd.DataFrame:
     if labels_file is None:
         raise MetadataError(f"{folder}: no labels file; a data folder needs one of {', '.join(SOURCES)} "
                             "(DFDC videos, Kaggle deepfake-faces images, or any labelled images)")
-    items = SOURCES[labels_file.name](folder)
+    items = SOURCES[labels_file.name](folder, lenient)
     videos = items.assign(part=folder.name, person="", group=runfolder.dfdc_groups(items))
     return _drop_missing_files(videos[COLUMNS + _extra_columns(videos)], labels_file, strict)
 
 
-def list_videos(folder: Path) -> pd.DataFrame:
-    """The videos (or face images) of a folder to score: labelled by its labels file when it has one.
+def list_videos(folder: Path, labels_csv: str | Path | None = None) -> pd.DataFrame:
+    """The videos (or face images) of a folder to score, labelled where labels exist.
 
-    Without a labels file (SOURCES) every video and image file is listed with an empty label,
-    so unlabelled footage can still be scored.
+    With `labels_csv` (video,label[,method]: any extra column is kept) every video and image
+    file of the folder is listed and takes the label of its row; otherwise the folder's own
+    labels file is read leniently (read_part: a FAKE without its original is fine, an unlisted
+    file is scored and reported unlabelled). Without either, every file is listed unlabelled.
+
+    Raises:
+        MetadataError: the folder is missing, or a labels file is malformed (its row named).
     """
     folder = Path(folder).resolve()
-    if any((folder / name).is_file() for name in SOURCES):
-        return read_part(folder)
+    if labels_csv is None and any((folder / name).is_file() for name in SOURCES):
+        return read_part(folder, lenient=True)
     if not folder.is_dir():
         raise MetadataError(f"{folder}: folder of videos to score not found; check test_dir in the config")
-    suffixes = VIDEO_SUFFIXES + imagesets.IMAGE_SUFFIXES
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
-    rows = [{"video": p.name, "path": str(p), "part": folder.name, "label": None, "original": None,
-             "group": p.name, "person": ""} for p in paths]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    unlabelled = _unlabelled_files(folder)
+    return unlabelled if labels_csv is None else _apply_labels(unlabelled, Path(labels_csv))
 
 
 def attach_persons(videos: pd.DataFrame, persons_csv: str | Path) -> pd.DataFrame:
@@ -105,13 +109,46 @@ def videos_per_part(videos: pd.DataFrame) -> pd.DataFrame:
 # --- private helpers -------------------------------------------------------------------
 
 
-def _read_dfdc_part(folder: Path) -> pd.DataFrame:
-    """The videos of a DFDC part folder from its metadata.json; every video file must have an entry."""
+def _read_dfdc_part(folder: Path, lenient: bool) -> pd.DataFrame:
+    """The videos of a DFDC part folder from its metadata.json; every video file must have an entry
+    (`lenient`: a file without one is listed unlabelled, and a FAKE may lack its original)."""
     meta_path = folder / METADATA_NAME
     entries = _load_entries(meta_path)
-    rows = [_entry_row(meta_path, name, entry) for name, entry in entries.items()]
-    _check_unlisted_files(folder, meta_path, set(entries))
-    return pd.DataFrame(rows, columns=None if rows else ["video", "path", "label", "original"])
+    rows = [_entry_row(meta_path, name, entry, needs_original=not lenient) for name, entry in entries.items()]
+    listed = pd.DataFrame(rows, columns=None if rows else ["video", "path", "label", "original"])
+    if not lenient:
+        _check_unlisted_files(folder, meta_path, set(entries))
+        return listed
+    unlisted = _unlabelled_files(folder)
+    unlisted = unlisted[~unlisted["video"].isin(set(entries))][["video", "path", "label", "original"]]
+    return pd.concat([listed, unlisted], ignore_index=True) if len(unlisted) else listed
+
+
+def _unlabelled_files(folder: Path) -> pd.DataFrame:
+    """Every video and image file of a folder, unlabelled (label and original None)."""
+    suffixes = VIDEO_SUFFIXES + imagesets.IMAGE_SUFFIXES
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+    rows = [{"video": p.name, "path": str(p), "part": folder.name, "label": None, "original": None,
+             "group": p.name, "person": ""} for p in paths]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _apply_labels(files: pd.DataFrame, labels_csv: Path) -> pd.DataFrame:
+    """The folder's files labelled by a CSV (video,label[,...]); rows naming no file are counted in a warning."""
+    if not labels_csv.is_file():
+        raise MetadataError(f"{labels_csv}: labels CSV not found; pass a CSV with columns video,label")
+    labels = _read_csv(labels_csv, required=("video", "label"))
+    for row_number, (name, label) in enumerate(zip(labels["video"], labels["label"]), start=2):
+        if label not in LABELS:
+            raise MetadataError(f"{labels_csv}: row {row_number}: video {name!r} has unknown label {label!r}; "
+                                "use REAL or FAKE")
+    absent = sorted(set(labels["video"]) - set(files["video"]))
+    if absent:
+        warnings.warn(f"{labels_csv}: {len(absent)} labelled video(s) not in the folder (first: {absent[0]!r}); "
+                      "skipped", stacklevel=3)
+    extra = labels.drop(columns=[c for c in labels.columns if c in COLUMNS and c not in ("video", "label")])
+    labelled = files.drop(columns="label").merge(extra.drop_duplicates("video"), on="video", how="left")
+    return labelled.assign(label=labelled["label"].astype(object).where(labelled["label"].notna(), None))
 
 
 def _load_entries(meta_path: Path) -> dict:
@@ -126,7 +163,7 @@ def _load_entries(meta_path: Path) -> dict:
     return entries
 
 
-def _entry_row(meta_path: Path, name: str, entry: object) -> dict:
+def _entry_row(meta_path: Path, name: str, entry: object, needs_original: bool = True) -> dict:
     folder = meta_path.parent
     if not isinstance(entry, dict):
         raise MetadataError(f"{meta_path}: entry {name!r} must be an object with a 'label'; fix the file")
@@ -138,7 +175,7 @@ def _entry_row(meta_path: Path, name: str, entry: object) -> dict:
     if label not in LABELS:
         raise MetadataError(f"{meta_path}: entry {name!r} has unknown label {label!r}; use \"REAL\" or \"FAKE\"")
     original = entry.get("original") or None
-    if label == "FAKE" and original is None:
+    if label == "FAKE" and original is None and needs_original:
         raise MetadataError(f"{meta_path}: FAKE entry {name!r} has no 'original'; fix the file or drop this part")
     if original is not None and Path(str(original)).name != original:
         raise MetadataError(f"{meta_path}: entry {name!r} has original {original!r} that escapes its folder")

@@ -247,3 +247,25 @@ def test_export_of_a_missing_or_corrupt_model_is_one_line_with_exit_code_2(tmp_p
     result = run_dfdetect("export", keras_path)
     assert result.returncode == 2 and result.stdout == "" and not (tmp_path / "m.onnx").exists()
     assert result.stderr.strip().count("\n") == 0 and f"{keras_path}: " in result.stderr
+
+
+def test_evaluate_measures_a_folder_labelled_by_a_csv_and_reports_unlabelled_videos(tmp_path, tiny_model):
+    folder = tmp_path / "any"
+    folder.mkdir()
+    for name in ("r0.mp4", "r1.mp4", "f0.mp4", "f1.mp4", "extra.mp4"):
+        close_up_video(folder / name, n_frames=12)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,label,method\nr0.mp4,REAL,youtube\nr1.mp4,REAL,youtube\nf0.mp4,FAKE,swap\n"
+                      "f1.mp4,FAKE,swap\n")
+    (tmp_path / "run.yaml").write_text("work_dir: run\ndata_dirs: []\nscore:\n  min_faces: 4\n  trim: 1\n"
+                                       "  bootstrap: 50\n")
+    result = run_dfdetect("evaluate", folder, "--model", tiny_model, "--labels", labels, "--out", tmp_path / "out",
+                          "--config", tmp_path / "run.yaml", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "5 videos (2 REAL, 2 FAKE)" in result.stdout  # the fifth is unlabelled
+    predictions = pd.read_csv(tmp_path / "out" / "any" / "predictions.csv").set_index("video")
+    assert predictions.loc["extra.mp4", "label"] != predictions.loc["extra.mp4", "label"]  # scored, unlabelled
+    assert predictions.loc["f0.mp4", "method"] == "swap" and len(predictions) == 5
+    unlabelled = run_dfdetect("evaluate", folder, "--model", tiny_model, "--out", tmp_path / "out2", "--quiet")
+    assert unlabelled.returncode != 0 and "no labels; add a metadata.json or labels.csv, or pass --labels" in (
+        unlabelled.stderr + unlabelled.stdout)

@@ -149,3 +149,26 @@ def test_reading_never_writes_to_the_data_folder(two_parts):
         metadata.read_videos(two_parts)
     after = {p: p.stat().st_mtime_ns for part in two_parts for p in part.iterdir()}
     assert before == after
+
+
+def test_measuring_accepts_fakes_without_originals_and_lists_unlisted_videos_unlabelled(tmp_path):
+    part = make_part(tmp_path, {"real.mp4": {"label": "REAL"}, "fake.mp4": {"label": "FAKE"}},
+                     files=["real.mp4", "fake.mp4", "extra.mp4"])
+    with pytest.raises(MetadataError, match="FAKE entry 'fake.mp4' has no 'original'"):
+        metadata.read_part(part)  # training needs the family
+    videos = metadata.list_videos(part).set_index("video")
+    assert videos["label"].to_dict() == {"real.mp4": "REAL", "fake.mp4": "FAKE", "extra.mp4": None}
+
+
+def test_a_labels_csv_labels_a_folder_of_videos_for_measuring(tmp_path):
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    labels = tmp_path / "labels_elsewhere.csv"
+    labels.write_text("video,label,method\na.mp4,REAL,youtube\nb.mp4,FAKE,swap\ngone.mp4,FAKE,swap\n")
+    with pytest.warns(UserWarning, match=r"1 labelled video\(s\) not in the folder \(first: 'gone.mp4'\)"):
+        videos = metadata.list_videos(tmp_path, labels).set_index("video")
+    assert videos["label"].to_dict() == {"a.mp4": "REAL", "b.mp4": "FAKE", "c.mp4": None}
+    assert videos.loc["b.mp4", "method"] == "swap"
+    labels.write_text("video,label\na.mp4,real\n")
+    with pytest.raises(MetadataError, match=r"labels_elsewhere.csv: row 2: video 'a.mp4' has unknown label 'real'"):
+        metadata.list_videos(tmp_path, labels)
