@@ -131,19 +131,20 @@ def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
 def confidently_wrong(predictions: pd.DataFrame, n: int, threshold: float) -> pd.DataFrame:
     """The n labelled, scored videos whose score is furthest on the wrong side of the threshold."""
     labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
-    is_fake = labelled["label"] == "FAKE"
-    predicted_fake = labelled["score"] >= threshold
-    wrong = labelled[is_fake != predicted_fake]
-    error = (wrong["score"] - np.where(wrong["label"] == "FAKE", 1.0, 0.0)).abs()
+    truth = runfolder.label_index(labelled["label"])
+    is_wrong = (labelled["score"].to_numpy() >= threshold) != (truth == 1)
+    wrong = labelled[is_wrong]
+    error = (wrong["score"] - truth[is_wrong]).abs()
     return wrong.assign(error=error).sort_values("error", ascending=False).head(n).reset_index(drop=True)
 
 
 def confidently_right(predictions: pd.DataFrame, n: int, threshold: float) -> pd.DataFrame:
     """The n labelled, scored videos whose score is furthest on the right side of the threshold."""
     labelled = predictions[predictions["label"].isin(LABELS) & (predictions["status"] == STATUS_OK)]
-    is_right = (labelled["label"] == "FAKE") == (labelled["score"] >= threshold)
+    truth = runfolder.label_index(labelled["label"])
+    is_right = (labelled["score"].to_numpy() >= threshold) == (truth == 1)
     right = labelled[is_right]
-    error = (right["score"] - np.where(right["label"] == "FAKE", 1.0, 0.0)).abs()
+    error = (right["score"] - truth[is_right]).abs()
     return right.assign(error=error).sort_values("error").head(n).reset_index(drop=True)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dfhelpers.logloss import log_loss
-from dfhelpers.runfolder import LABELS
+from dfhelpers.runfolder import LABELS, label_index
 from dfhelpers.scoring import status_counts
 
 METRIC_NAMES = ("auc", "ap", "eer", "log_loss", "accuracy")  # the order of every metrics table
@@ -130,7 +130,7 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float, n
     if len(paired) != max(n_labelled) or (paired["label_a"] != paired["label_b"]).any():
         raise ValueError(f"compare: the two tables must label the same videos alike ({n_labelled[0]} and "
                          f"{n_labelled[1]} labelled, {len(paired)} in common)")
-    is_fake = (paired["label_a"] == "FAKE").to_numpy().astype(int)
+    is_fake = label_index(paired["label_a"])
     scores = [paired[f"score_{side}"].to_numpy(dtype=np.float64) for side in ("a", "b")]
 
     def difference(picks: np.ndarray) -> dict[str, float]:
@@ -234,7 +234,7 @@ def _eer_of_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 def _video_samples(labelled: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
     """(is_fake per video, [its one video score]) of labelled predictions."""
-    is_fake = (labelled["label"] == "FAKE").to_numpy().astype(int)
+    is_fake = label_index(labelled["label"])
     return is_fake, [np.array([score], dtype=np.float64) for score in labelled["score"].to_numpy(dtype=np.float64)]
 
 
@@ -243,7 +243,7 @@ def _frame_samples(labelled: pd.DataFrame, faces: pd.DataFrame) -> tuple[np.ndar
     by_video = {video: group["score"].to_numpy(dtype=np.float64)
                 for video, group in faces.groupby("video")} if len(faces) else {}
     kept = labelled[labelled["video"].isin(by_video)]
-    return (kept["label"] == "FAKE").to_numpy().astype(int), [by_video[video] for video in kept["video"]]
+    return label_index(kept["label"]), [by_video[video] for video in kept["video"]]
 
 
 def _flatten(is_fake: np.ndarray, scores: list[np.ndarray],

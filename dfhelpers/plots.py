@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from dfhelpers.runfolder import LABELS
+from dfhelpers.runfolder import LABELS, label_index
 
 LABEL_COLORS = {"REAL": "tab:blue", "FAKE": "tab:red"}
 
@@ -111,10 +111,10 @@ def video_roc(predictions: pd.DataFrame) -> plt.Figure:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     labelled = predictions[predictions["label"].isin(LABELS)]
-    is_fake = (labelled["label"] == "FAKE").astype(int)
+    is_fake = label_index(labelled["label"])
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
     ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="chance")
-    if is_fake.nunique() == 2:
+    if len(np.unique(is_fake)) == 2:
         false_pos, true_pos, _ = roc_curve(is_fake, labelled["score"])
         auc = roc_auc_score(is_fake, labelled["score"])
         ax.plot(false_pos, true_pos, color=LABEL_COLORS["FAKE"], label=f"videos (AUC {auc:.3f})")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from dfhelpers.errors import SplitError, StageOutputMissing
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 # pandas is imported by the readers, not here: config and `dfdetect --help` import this module
@@ -33,6 +34,22 @@ SUBMISSION_CSV = "submission.csv"
 TRAIN_METRICS_JSON = "train_metrics.json"
 FIGURES_DIR = "figures"
 SCORE_CACHE_DIR = "score_cache"
+
+
+def label_index(labels: Iterable[str]) -> np.ndarray:
+    """Each label's LABEL_INDEX (REAL 0, FAKE 1) as int64: the truth a P(FAKE) is measured against.
+
+    Raises:
+        ValueError: a label is neither REAL nor FAKE (select the labelled rows first).
+    """
+    import pandas as pd
+
+    labels = pd.Series(list(labels), dtype=object)
+    index = labels.map(LABEL_INDEX)
+    unknown = labels[index.isna()]
+    if len(unknown):
+        raise ValueError(f"label {unknown.iloc[0]!r} is neither REAL nor FAKE; select the labelled rows first")
+    return index.to_numpy(dtype="int64")
 
 
 def read_videos(path: str | Path) -> pd.DataFrame:
@@ -71,7 +88,7 @@ def read_split(path: str | Path) -> pd.DataFrame:
     numbers = {column: _numbers(split[column], column, path) for column in split.columns
                if column not in SPLIT_COLUMNS}
     return split.assign(frame=split["frame"].astype(int), track=pd.to_numeric(split["track"]).astype(int),
-                        **numbers, label_index=split["label"].map(LABEL_INDEX).astype("int64"))
+                        **numbers, label_index=label_index(split["label"]))
 
 
 def dfdc_groups(videos: pd.DataFrame) -> pd.Series:
