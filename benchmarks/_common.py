@@ -1,7 +1,8 @@
-"""What the benchmarks share: finding videos, the machine line, the decode floor, writing results."""
+"""What the benchmarks share: finding videos, the machine line, the decode floor, writing results, the torch check."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -14,6 +15,24 @@ from typing import Any, Callable, Iterable
 
 from dfhelpers.files import json_safe
 from dfhelpers.runfolder import VIDEO_SUFFIXES
+
+
+# the torch side of the references (facenet-pytorch's MTCNN needs torchvision's NMS): the dev extra
+# installs them, the product's install (`make venv`, no torch) leaves them out
+TORCH_PACKAGES = ("torch", "torchvision", "facenet_pytorch")
+DEV_INSTALL = "pip install '.[dev]'"
+
+
+def require_torch(script: str, needed_for: str) -> None:
+    """Exit with one line naming the fix when a package of TORCH_PACKAGES is not installed.
+
+    Looks the packages up without importing them: a script loads torch when it chooses (before
+    TensorFlow, or after its worker pool has started), not here.
+    """
+    missing = [name for name in TORCH_PACKAGES if not _is_installed(name)]
+    if missing:
+        sys.exit(f"{script}: needs {', '.join(missing)} (not in the product's install) for {needed_for}; "
+                 f"install the dev extra in the project folder: {DEV_INSTALL}")
 
 
 def add_video_arguments(parser: Any) -> None:
@@ -188,6 +207,13 @@ def iou(boxes: Any, others: Any) -> Any:
     intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
     area = lambda b: (b[:, 2:] - b[:, :2]).prod(axis=1)  # noqa: E731
     return intersection / (area(boxes)[:, None] + area(others)[None, :] - intersection)
+
+
+def _is_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a half-removed package
+        return False
 
 
 def _height(path: Path, video: Any) -> int:

@@ -49,6 +49,7 @@ from dfhelpers import config, extract, facedetect, faces, jpeg, video
 
 def main() -> None:
     args = parse_args()
+    _common.require_torch(Path(__file__).name, "its full-resolution baseline (facenet-pytorch's MTCNN)")
     machine = _common.machine()
     _common.print_machine(machine)
     paths = _common.find_videos(args.video_dir, args.recursive, args.limit, args.min_height)

@@ -46,6 +46,7 @@ import _common
 
 def main() -> int:
     args = _parser().parse_args()
+    _common.require_torch(Path(__file__).name, "its same-frames and as-original baselines (facenet-pytorch's MTCNN)")
     machine = _common.machine()
     _common.print_machine(machine)
     from dfhelpers.config import FacesConfig, ScoreConfig

@@ -126,3 +126,21 @@ except ConfigError as err:
     print(err)
 """)
     assert "pip install 'dfdetect[torch]'" in printed and len(printed.strip().splitlines()) == 1
+
+
+def test_benchmarks_with_torch_baselines_say_in_one_line_which_extra_to_install():
+    # each script as `python benchmarks/<script> ...` runs it: its folder first on sys.path, run as __main__
+    printed = run_without_torch("""
+import runpy
+for script, arguments in (("bench_faces.py", ["no_such_folder"]),
+                          ("bench_inference.py", ["no_such_folder", "--model", "no_such.keras"])):
+    sys.argv, sys.path[0] = [f"benchmarks/{script}", *arguments], "benchmarks"
+    try:
+        runpy.run_path(f"benchmarks/{script}", run_name="__main__")
+    except SystemExit as stopped:
+        print(stopped.code)
+""")
+    messages = printed.strip().splitlines()  # one line each, nothing else
+    assert [message.split(":")[0] for message in messages] == ["bench_faces.py", "bench_inference.py"]
+    for message in messages:
+        assert "needs torch, torchvision" in message and message.endswith("pip install '.[dev]'"), message
