@@ -74,7 +74,8 @@ def _save_srm_classifier(path):
     from dfhelpers import model
 
     keras.utils.set_random_seed(0)
-    classifier = model.build(config.TrainConfig(front_end="srm", image_size=160, cnn_filters=(4, 8)), crop_size=160)
+    classifier = model.build(config.TrainConfig(backbone="small_cnn", weights=None, front_end="srm", image_size=160,
+                                                cnn_filters=(4, 8)), crop_size=160)
     classifier.save(path)
     return path
 

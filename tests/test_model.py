@@ -31,7 +31,8 @@ def test_each_backbone_builds_without_weights_and_outputs_one_probability(backbo
 
 
 def test_the_original_head_is_flatten_dense_dropout_dense():
-    classifier = model.build(TrainConfig(head="flatten", image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
+    classifier = model.build(TrainConfig(backbone="small_cnn", weights=None, head="flatten", image_size=32,
+                                         cnn_filters=(4,)), crop_size=CROP_SIZE)
     tail = [layer.name for layer in classifier.layers[-6:]]
     assert tail == ["flatten", "dense", "dropout", "fake_logit", "temperature", "fake_probability"]
     assert classifier.get_layer("dense").units == 512
@@ -42,7 +43,8 @@ def test_the_original_head_is_flatten_dense_dropout_dense():
     ("avg_max", "avg_max", lambda features: np.concatenate([features.mean(axis=(1, 2)), features.max(axis=(1, 2))], 1)),
 ])
 def test_global_pooling_heads_feed_the_logit_the_pooled_backbone_features(head, pooled_layer, pool):
-    classifier = model.build(TrainConfig(head=head, image_size=32, cnn_filters=(4,)), crop_size=CROP_SIZE)
+    classifier = model.build(TrainConfig(backbone="small_cnn", weights=None, head=head, image_size=32,
+                                         cnn_filters=(4,)), crop_size=CROP_SIZE)
     names = [layer.name for layer in classifier.layers]
     assert names[names.index("small_cnn") + 1:] == [
         *(["pool"] if head == "pool" else ["pool", "max_pool", "avg_max"]),
@@ -58,7 +60,7 @@ def test_global_pooling_heads_feed_the_logit_the_pooled_backbone_features(head, 
 
 
 def test_save_and_load_round_trip_gives_the_same_predictions(tmp_path):
-    train = TrainConfig(front_end="srm", image_size=32, cnn_filters=(4, 8))
+    train = TrainConfig(backbone="small_cnn", weights=None, front_end="srm", image_size=32, cnn_filters=(4, 8))
     classifier = model.compile_model(model.build(train, crop_size=CROP_SIZE), train, steps_per_epoch=1)
     classifier.save(tmp_path / "classifier.keras")
     loaded = model.load(tmp_path / "classifier.keras")
@@ -76,7 +78,7 @@ def test_srm_residuals_are_zero_on_a_flat_image_and_bounded():
 
 
 def test_the_temperature_divides_the_logit_and_survives_save_and_load(tmp_path):
-    train = TrainConfig(image_size=32, cnn_filters=(4,), head="pool")
+    train = TrainConfig(backbone="small_cnn", weights=None, image_size=32, cnn_filters=(4,), head="pool")
     classifier = model.build(train, crop_size=CROP_SIZE)
     logit = model.logits(classifier).predict(_crops(), verbose=0)
     model.set_temperature(classifier, 4.0)
@@ -127,7 +129,8 @@ def test_image_size_below_the_backbone_minimum_is_a_config_error():
 
 
 def _saved_srm_classifier(path: Path, image_size: int = CROP_SIZE) -> Path:
-    train = TrainConfig(front_end="srm", image_size=image_size, cnn_filters=(4, 8))
+    train = TrainConfig(backbone="small_cnn", weights=None, front_end="srm", image_size=image_size,
+                        cnn_filters=(4, 8))
     model.build(train, crop_size=CROP_SIZE).save(path)
     return path
 
@@ -176,8 +179,8 @@ def test_a_model_whose_export_cannot_run_on_onnxruntime_is_a_one_line_error_nami
 
 
 def test_trainable_from_freezes_the_backbone_layers_before_it_and_freeze_bn_every_batchnorm():
-    train = TrainConfig(backbone="efficientnet_lite0", image_size=32, trainable_from="block4_expand_conv",
-                        freeze_bn=True)
+    train = TrainConfig(backbone="efficientnet_lite0", weights=None, image_size=32,
+                        trainable_from="block4_expand_conv", freeze_bn=True)
     extractor = model.build(train, crop_size=CROP_SIZE).get_layer("efficientnet_lite0")
     names = [layer.name for layer in extractor.layers]
     first = names.index("block4_expand_conv")
@@ -188,4 +191,5 @@ def test_trainable_from_freezes_the_backbone_layers_before_it_and_freeze_bn_ever
 
 def test_trainable_from_a_layer_the_backbone_lacks_is_a_config_error_naming_the_key():
     with pytest.raises(ConfigError, match="train.trainable_from 'no_such_layer'"):
-        model.build(TrainConfig(backbone="small_cnn", image_size=32, trainable_from="no_such_layer"), crop_size=CROP_SIZE)
+        model.build(TrainConfig(backbone="small_cnn", weights=None, image_size=32,
+                                trainable_from="no_such_layer"), crop_size=CROP_SIZE)

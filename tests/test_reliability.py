@@ -80,6 +80,12 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+# a tiny model trained as configs/original.yaml trains: from scratch, given fakes, its step and augmentation (fast)
+ORIGINAL_SMALL_CNN = {"backbone": "small_cnn", "weights": None, "head": "flatten", "fakes": "given",
+                      "learning_rate": 1.0e-4, "lr_schedule": "constant", "monitor": "val_loss",
+                      "rotation": 0.75, "shift": 0.2, "vertical_flip": True}
+
+
 def write_config(root: Path, work_dir: str, **sections: dict) -> Path:
     body = {"work_dir": work_dir, "data_dirs": ["data/part_0"], "test_dir": "data/test",
             "faces": {"workers": 1, "frames_per_video": 8}, **sections}
@@ -112,7 +118,8 @@ def test_whole_pipeline_survives_hostile_videos_and_never_touches_raw_data(corpu
     raw_before = tree_digest(corpus / "data")
     cfg_path = write_config(corpus, "run", split={"group_by": "original", "val_groups": ["real1.mp4"],
                                                   "test_groups": ["real2.mp4"]},
-                            train={"epochs": 1, "batch_size": 8, "image_size": 64, "cnn_filters": [8, 16]},
+                            train={"epochs": 1, "batch_size": 8, "image_size": 64, "cnn_filters": [8, 16],
+                                   **ORIGINAL_SMALL_CNN},
                             score={"min_faces": 1})
     result = subprocess.run([sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)],
                             capture_output=True, text=True, timeout=900)
@@ -318,7 +325,9 @@ class Slow(keras.callbacks.Callback):  # leaves time to kill between epochs
 
 raw = {"work_dir": sys.argv[1], "data_dirs": [], "faces": {"crop_size": 24},
        "train": {"model_name": "tiny", "image_size": 24, "cnn_filters": [4, 8], "head": "pool",
-                 "batch_size": 8, "epochs": 4, "rotation": 0.0}}
+                 "batch_size": 8, "epochs": 4, "rotation": 0.0, "backbone": "small_cnn", "weights": None,
+                 "fakes": "given", "learning_rate": 1.0e-4, "lr_schedule": "constant", "monitor": "val_loss",
+                 "shift": 0.2, "vertical_flip": True}}
 train.fit(config.from_dict(raw, base_dir=config.Path(sys.argv[1])), progress=False, callbacks=[Slow()])
 """
 
