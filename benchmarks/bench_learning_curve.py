@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             point["cross"] = measure(cfg, Path(args.cross), base, args, crops_from=args.cross_crops)
         points.append(point)
         print(_line(point), flush=True)
-    _common.write_result({"benchmark": "learning_curve", "config": str(args.config), "points": points,
-                          "machine": _common.finish_machine(machine)}, args.out)
+        # after every point: an interrupted curve keeps the points it finished
+        _common.write_result({"benchmark": "learning_curve", "config": str(args.config), "points": points,
+                              "machine": _common.finish_machine(machine)}, args.out)
     return 0
 
 

@@ -20,29 +20,7 @@ FACES_CFG = videos.SMALL
 
 @pytest.fixture(scope="module")
 def tight_face() -> np.ndarray:
-    """Grace Hopper's face cut to its MTCNN box and resized to 224 px, as Kaggle's face sets store faces."""
-    photo = videos.grace_hopper()
-    boxes, _ = facedetect.FaceDetector(FACES_CFG).detect([photo])[0]
-    x1, y1, x2, y2 = boxes[0].astype(int)
-    return cv2.resize(photo[y1:y2, x1:x2], (224, 224), interpolation=cv2.INTER_CUBIC)
-
-
-def write_image(path: Path, rgb: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
-
-
-def kaggle_folder(folder: Path, face: np.ndarray, rows: list[tuple[str, str, str]]) -> Path:
-    """metadata.csv (videoname, original_width, original_height, label, original) and faces_224/<stem>.jpg."""
-    table = pd.DataFrame(rows, columns=["videoname", "label", "original"]).assign(original_width=129,
-                                                                                  original_height=129)
-    folder.mkdir(parents=True, exist_ok=True)
-    table[["videoname", "original_width", "original_height", "label", "original"]].to_csv(
-        folder / imagesets.KAGGLE_CSV, index=False)
-    for shift, name in enumerate(table["videoname"]):
-        write_image(folder / imagesets.KAGGLE_IMAGES / f"{Path(name).stem}.jpg", np.roll(face, shift, axis=1))
-    return folder
+    return videos.tight_face()
 
 
 FAMILIES = [("reala.mp4", "REAL", ""), ("fakea1.mp4", "FAKE", "reala.mp4"), ("fakea2.mp4", "FAKE", "reala.mp4"),
@@ -50,7 +28,7 @@ FAMILIES = [("reala.mp4", "REAL", ""), ("fakea1.mp4", "FAKE", "reala.mp4"), ("fa
 
 
 def test_a_kaggle_deepfake_faces_folder_lists_one_item_per_image_grouped_by_family(tmp_path, tight_face):
-    folder = kaggle_folder(tmp_path / "deepfake-faces", tight_face, FAMILIES)
+    folder = videos.write_kaggle_faces(tmp_path / "deepfake-faces", tight_face, FAMILIES)
     items = metadata.read_videos([folder])
     assert items["video"].tolist() == [name for name, _, _ in FAMILIES]
     assert items["path"].tolist() == [str(folder / "faces_224" / f"{Path(n).stem}.jpg") for n, _, _ in FAMILIES]
@@ -59,7 +37,7 @@ def test_a_kaggle_deepfake_faces_folder_lists_one_item_per_image_grouped_by_fami
 
 
 def test_a_missing_image_is_skipped_with_a_warning_and_is_an_error_when_strict(tmp_path, tight_face):
-    folder = kaggle_folder(tmp_path / "deepfake-faces", tight_face, FAMILIES)
+    folder = videos.write_kaggle_faces(tmp_path / "deepfake-faces", tight_face, FAMILIES)
     (folder / "faces_224" / "fakea2.jpg").unlink()
     with pytest.warns(UserWarning, match=r"metadata.csv: 1 entry without its file \(first: 'fakea2.mp4'\)"):
         assert "fakea2.mp4" not in metadata.read_videos([folder])["video"].tolist()
@@ -73,7 +51,7 @@ def test_a_missing_image_is_skipped_with_a_warning_and_is_an_error_when_strict(t
     (("fakeb1.mp4", "FAKE", "realb.mp4"), r"metadata.csv: 'fakeb1.mp4' is listed twice"),
 ])
 def test_malformed_labels_stop_with_one_line_naming_the_file_and_row(tmp_path, tight_face, bad_row, message):
-    folder = kaggle_folder(tmp_path / "deepfake-faces", tight_face, [*FAMILIES, bad_row])
+    folder = videos.write_kaggle_faces(tmp_path / "deepfake-faces", tight_face, [*FAMILIES, bad_row])
     with pytest.raises(MetadataError, match=message) as raised:
         metadata.read_videos([folder])
     assert "\n" not in str(raised.value)
@@ -92,7 +70,7 @@ def test_a_folder_without_a_labels_file_names_the_three_it_accepts(tmp_path):
 
 def test_labels_csv_images_are_items_named_by_their_path(tmp_path, tight_face):
     for name in ("real/a.png", "fake/a.png"):
-        write_image(tmp_path / name, tight_face)
+        videos.write_image(tmp_path / name, tight_face)
     pd.DataFrame({"image": ["real/a.png", "fake/a.png"], "label": ["REAL", "FAKE"], "original": ["", "real/a.png"],
                   "method": ["", "swap"]}).to_csv(tmp_path / "labels.csv", index=False)
     items = metadata.read_part(tmp_path)
@@ -105,7 +83,7 @@ def _sequence_folder(root: Path, face: np.ndarray) -> Path:
     rows = []
     for sequence, label, original in (("r1", "REAL", ""), ("f1", "FAKE", "r1")):
         for frame in range(3):
-            write_image(root / sequence / f"{frame:03d}.png", np.roll(face, 4 * frame, axis=0))
+            videos.write_image(root / sequence / f"{frame:03d}.png", np.roll(face, 4 * frame, axis=0))
             rows.append({"image": f"{sequence}/{frame:03d}.png", "label": label, "original": original,
                          "video": sequence})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
@@ -126,7 +104,7 @@ def test_images_that_share_a_video_are_one_item_whose_frames_are_its_images(tmp_
 
 def test_a_sequence_whose_folder_holds_an_unlisted_image_is_refused(tmp_path, tight_face):
     folder = _sequence_folder(tmp_path, tight_face)
-    write_image(folder / "r1" / "999.png", tight_face)
+    videos.write_image(folder / "r1" / "999.png", tight_face)
     with pytest.raises(MetadataError, match=r"r1/999.png is in sequence 'r1''s folder but not listed"):
         metadata.read_part(folder)
 
@@ -139,14 +117,14 @@ def test_a_tight_face_image_is_cropped_in_the_framing_of_a_video_crop(tmp_path, 
     boxes, _, points = detector.detect_with_landmarks([frame])[0]
     in_video_crop = facedetect.landmarks_in_crop(points[0], boxes[0], FACES_CFG.crop_size, FACES_CFG.margin,
                                                  frame.shape)
-    image = extract.extract_video(write_image(tmp_path / "face.jpg", tight_face), FACES_CFG, detector)
+    image = extract.extract_video(videos.write_image(tmp_path / "face.jpg", tight_face), FACES_CFG, detector)
     assert image.status == "ok" and image.crops.shape == (1, FACES_CFG.crop_size, FACES_CFG.crop_size, 3)
     assert np.abs(image.landmarks[0] - in_video_crop).max() < 0.03 * FACES_CFG.crop_size
 
 
 def test_the_face_stage_runs_images_and_videos_together_and_counts_bad_images(tmp_path, tight_face):
-    image_folder = kaggle_folder(tmp_path / "deepfake-faces", tight_face, FAMILIES)
-    write_image(image_folder / "faces_224" / "realb.jpg", np.full((224, 224, 3), 90, dtype=np.uint8))  # no face
+    image_folder = videos.write_kaggle_faces(tmp_path / "deepfake-faces", tight_face, FAMILIES)
+    videos.write_image(image_folder / "faces_224" / "realb.jpg", np.full((224, 224, 3), 90, dtype=np.uint8))  # no face
     (image_folder / "faces_224" / "fakeb1.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # a broken image
     video_folder = tmp_path / "videos"
     video_folder.mkdir()
@@ -165,7 +143,7 @@ def test_the_face_stage_runs_images_and_videos_together_and_counts_bad_images(tm
 def test_the_split_keeps_each_family_of_face_images_on_one_side(tmp_path, tight_face):
     rows = [(f"{kind}{family}{k}.mp4", label, f"real{family}0.mp4" if label == "FAKE" else "")
             for family in range(12) for kind, label, k in (("real", "REAL", 0), ("fake", "FAKE", 1), ("fake", "FAKE", 2))]
-    items = metadata.read_videos([kaggle_folder(tmp_path / "faces", tight_face, rows)])
+    items = metadata.read_videos([videos.write_kaggle_faces(tmp_path / "faces", tight_face, rows)])
     crops = items[["video"]].assign(frame=0, face=0, track=0, path=items["video"] + ".jpg")
     split_cfg = config.SplitConfig(balance="none", val_fraction=0.2, test_fraction=0.2)
     with warnings.catch_warnings():

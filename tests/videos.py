@@ -130,3 +130,39 @@ def save_tiny_model(path: Path, crop_size: int = 160, sharpness: float = 1.0) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     keras.Model(crops, fake_probability).save(path)
     return path
+
+
+def tight_face() -> np.ndarray:
+    """Grace Hopper's face cut to its MTCNN box and resized to 224 px, as Kaggle's face sets store faces."""
+    import cv2
+
+    from dfhelpers import facedetect
+
+    photo = grace_hopper()
+    boxes, _ = facedetect.FaceDetector(SMALL).detect([photo])[0]
+    x1, y1, x2, y2 = boxes[0].astype(int)
+    return cv2.resize(photo[y1:y2, x1:x2], (224, 224), interpolation=cv2.INTER_CUBIC)
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    """An RGB image file (its format by the suffix)."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def write_kaggle_faces(folder: Path, face: np.ndarray, rows: list[tuple[str, str, str]]) -> Path:
+    """Kaggle's deepfake-faces layout: metadata.csv (videoname, original_width, original_height, label,
+    original) for `rows` (videoname, label, original) and faces_224/<stem>.jpg, each face shifted a pixel more."""
+    from dfhelpers import imagesets
+
+    table = pd.DataFrame(rows, columns=["videoname", "label", "original"]).assign(original_width=129,
+                                                                                  original_height=129)
+    folder.mkdir(parents=True, exist_ok=True)
+    table[["videoname", "original_width", "original_height", "label", "original"]].to_csv(
+        folder / imagesets.KAGGLE_CSV, index=False)
+    for shift, name in enumerate(table["videoname"]):
+        write_image(folder / imagesets.KAGGLE_IMAGES / f"{Path(name).stem}.jpg", np.roll(face, shift, axis=1))
+    return folder
