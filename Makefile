@@ -9,15 +9,16 @@ DEV_STAMP := $(VENV)/.installed-dev
 # a short training (dfhelpers.config applies DFDETECT_OVERRIDES on every config.load).
 NBVAL_OVERRIDES := {work_dir: ../runs/nbval, train.epochs: 2}
 
-.PHONY: venv dev-venv demo test test-unit test-notebooks bench report clean
+.PHONY: venv dev-venv demo test test-unit test-notebooks bench report constraints clean
 
 venv: $(STAMP)
 
-# The product's install: no torch. MTCNN's weights ship inside dfhelpers (dfhelpers/weights/mtcnn/);
-# the default onnxruntime detector reads them and never imports torch.
+# The whole product, without torch: the scoring install (`pip install dfdetect`) plus the `full`
+# extra (TensorFlow, Keras, Jupyter, papermill, ...). MTCNN's weights ship inside dfhelpers
+# (dfhelpers/weights/mtcnn/); the default onnxruntime detector reads them and never imports torch.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[full]'
 	$(BIN)/python -m dfhelpers.sample fetch
 	touch $(STAMP)
 
@@ -58,6 +59,12 @@ bench: dev-venv  ## speed benchmarks: face stage, scoring, start-up, training in
 
 report: venv  ## regenerate docs/results.md from benchmarks/results/*.json (tests/test_report.py checks it)
 	$(BIN)/python benchmarks/report.py
+
+# pyproject.toml is the one list of dependencies; this re-resolves it (every extra) in a throwaway
+# venv and rewrites constraints.txt, keeping the current pins where they still fit (UPGRADE=1:
+# from the ranges alone). It names each lower bound that no longer is its pin: raise it.
+constraints:  ## regenerate constraints.txt, the exact versions CI installs, from pyproject.toml
+	$(PYTHON) tools/constraints.py $(if $(UPGRADE),--upgrade)
 
 clean:  ## remove run folders and the generated sample (never the venv)
 	rm -rf runs data/sample
