@@ -13,6 +13,17 @@ import pytest
 import dfhelpers  # noqa: F401
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def default_sample(tmp_path_factory) -> Path:
     """The default small sample (configs/sample.yaml holds out 2 identities, not 3), generated once per

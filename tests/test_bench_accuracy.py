@@ -1,25 +1,19 @@
 """benchmarks/bench_accuracy.py: a model measured on a labelled folder (its videos, a run's stored crops of them, or
 the videos of one split's identity groups), and two models compared on the same videos."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import load_benchmark
 from dfhelpers import config, faces, metadata
 from videos import close_up_video, face_video, middle_of_packet, save_tiny_model
-
-BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_accuracy.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_accuracy")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """benchmarks/bench_learning_curve.py: the recipe trained on more and more families, each model measured."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,17 +7,13 @@ import pandas as pd
 import pytest
 
 import videos
+from conftest import load_benchmark
 from dfhelpers import config, faces, metadata, runfolder, splitting
-
-BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_learning_curve.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_learning_curve", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_learning_curve")
 
 
 @pytest.fixture(scope="module")
