@@ -375,6 +375,40 @@ def _accuracy(results: list[tuple[str, Record]]) -> list[str]:
             *_table(card_columns, results)]
 
 
+def _learning_curve(results: list[tuple[str, Record]]) -> list[str]:
+    """Per file: one row per point (families trained on, in-domain and cross-dataset figures), then a chart."""
+    lines: list[str] = []
+    for name, record in results:
+        points = sorted(record.get("points", []), key=lambda point: int(point["n_train_families"]))
+        rows = [[format_number(point["n_train_families"]), format_number(point["n_train_crops"]),
+                 format_number(point["train_seconds"]), *_figures(point.get("in_domain")),
+                 *_figures(point.get("cross"))] for point in points]
+        lines += [f"`{name}`:", "", *_rows(["train families", "train crops", "training (s)", "in-domain AUC [95%]",
+                                            "in-domain log loss [95%]", "across datasets AUC [95%]",
+                                            "across datasets log loss [95%]"], rows), ""]
+        lines += _curve_chart(points)
+    return lines
+
+
+def _figures(measured: Record | None) -> list[str]:
+    if not measured:
+        return ["—", "—"]
+    return [f"{format_number(measured['video'][metric])} {_interval(measured['intervals'][metric])}"
+            for metric in ("auc", "log_loss")]
+
+
+def _curve_chart(points: list[Record]) -> list[str]:
+    """A Mermaid line chart of AUC against train families: in-domain first, across datasets second."""
+    series = [[format_number(point[where]["video"]["auc"]) for point in points]
+              for where in ("in_domain", "cross") if all(where in point for point in points)]
+    if len(points) < 2 or not series:
+        return []
+    families = ", ".join(format_number(point["n_train_families"]) for point in points)
+    return ["AUC against the families trained on (upper line in-domain, lower across datasets):", "",
+            "```mermaid", "xychart-beta", f"    x-axis \"train families\" [{families}]",
+            "    y-axis \"AUC\" 0.5 --> 1", *(f"    line [{', '.join(values)}]" for values in series), "```", ""]
+
+
 def _other(results: list[tuple[str, Record]]) -> list[str]:
     """A kind this script has no table for: the files are still listed with their provenance."""
     return [f"This report has no table for this kind yet ({len(results)} file(s))."]
@@ -392,10 +426,13 @@ SECTIONS: dict[str, tuple[str, str, Callable[[list[tuple[str, Record]]], list[st
                     "against a training step.", partial(_table, TRAIN_INPUT_COLUMNS)),
     "accuracy": ("Accuracy", "`benchmarks/bench_accuracy.py`: video-level metrics with 95% bootstrap intervals "
                  "over videos.", _accuracy),
+    "learning_curve": ("How much data", "`benchmarks/bench_learning_curve.py`: the recipe trained on more and "
+                       "more identity families; in-domain on the run's held-out test families, across datasets on "
+                       "another labelled set, each with a 95% bootstrap interval over items.", _learning_curve),
 }
 
 BENCHMARK_KINDS = {"bench_faces": "faces", "bench_inference": "inference", "bench_startup": "startup",
-                   "bench_train": "train_input", "accuracy": "accuracy"}
+                   "bench_train": "train_input", "accuracy": "accuracy", "learning_curve": "learning_curve"}
 
 
 def _section(kind: str, results: list[tuple[str, Record]]) -> list[str]:

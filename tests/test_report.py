@@ -127,3 +127,27 @@ def test_a_figure_that_was_not_measured_is_written_as_null(tmp_path, monkeypatch
     record = json.loads(out.read_text())
     assert record["original_s"] is None and record["ratios"] == [1.5, None] and record["seconds"] == 2.0
     assert record["command"].endswith("bench_faces.py VIDEOS --baseline-frames 0") and record["commit"]
+
+
+def _curve_point(families: int, in_domain_auc: float, cross_auc: float) -> dict:
+    def figures(auc: float) -> dict:
+        return {"video": {"auc": auc, "log_loss": 0.5}, "intervals": {"auc": [round(auc - 0.05, 2), round(auc + 0.05, 2)],
+                                                                      "log_loss": [0.45, 0.55]}}
+
+    return {"families": str(families), "n_train_families": families, "n_train_crops": 6 * families,
+            "train_seconds": 10.0 * families, "in_domain": figures(in_domain_auc), "cross": figures(cross_auc)}
+
+
+def test_a_learning_curve_is_a_table_per_point_and_a_chart_ordered_by_families(report, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    curve = {"benchmark": "learning_curve", "command": "python benchmarks/bench_learning_curve.py --config F",
+             "points": [_curve_point(4000, 0.81, 0.62), _curve_point(1000, 0.74, 0.58)], "machine": MACHINE}
+    (folder / "learning_curve_faces.json").write_text(json.dumps(curve))
+    page = report.render(folder)
+    section = page.split("## How much data")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| 1000") or line.startswith("| 4000")]
+    assert rows[0].startswith("| 1000 | 6000 | 10000 | 0.74 [0.69, 0.79] | 0.5 [0.45, 0.55] | 0.58 [0.53, 0.63]")
+    assert rows[1].startswith("| 4000 |")
+    assert 'x-axis "train families" [1000, 4000]' in section
+    assert "line [0.74, 0.81]" in section and "line [0.58, 0.62]" in section
