@@ -16,6 +16,8 @@ from dfhelpers import compat
 from dfhelpers.runfolder import VIDEO_SUFFIXES  # names only: no pandas, torch or TensorFlow for --help
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# what the `full` extra adds that a command may need (pyproject.toml); the base install scores ONNX models
+_FULL_EXTRA_MODULES = ("keras", "tensorflow", "tf2onnx")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -53,6 +55,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                            progress=not args.quiet, frames_to=args.frames, explain_dir=args.explain)
     except DfdetectError as err:
         print(f"dfdetect: error: {' '.join(str(err).split())}", file=sys.stderr)
+        code = EXIT_USAGE
+    except ModuleNotFoundError as err:
+        if err.name not in _FULL_EXTRA_MODULES:
+            raise
+        print(f"dfdetect: error: {err.name} is not installed: the scoring install scores .onnx models; a .keras "
+              "model without an up-to-date .onnx, --explain and export need pip install 'dfdetect[full]'",
+              file=sys.stderr)
         code = EXIT_USAGE
     if argv is None:
         _exit_now(code)

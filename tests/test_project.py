@@ -107,21 +107,25 @@ def test_dfdetect_predict_and_evaluate_need_only_the_base_dependencies(tmp_path)
     (folder / "metadata.json").write_text(json.dumps({"real.mp4": {"label": "REAL"},
                                                        "fake.mp4": {"label": "FAKE", "original": "real.mp4"}}))
     model = mean_colour_onnx(tmp_path / "model.onnx")
+    keras_file = tmp_path / "trained.keras"
+    keras_file.write_bytes(b"scored only after Keras is imported")
     script = textwrap.dedent(f"""
         import sys
         class Hidden:
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in {sorted(hidden)!r}:
-                    raise ModuleNotFoundError(f"No module named {{name!r}}")
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         sys.meta_path.insert(0, Hidden())
         from dfhelpers.cli import main
         assert main(["predict", {str(folder)!r}, "--model", {str(model)!r}, "--json", "--quiet"]) == 0
         assert main(["evaluate", {str(folder)!r}, "--model", {str(model)!r}, "--out", {str(tmp_path / "out")!r},
                      "--quiet"]) == 0
+        assert main(["export", {str(keras_file)!r}]) == 2  # Keras is the full extra's: one line, no traceback
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len([line for line in result.stdout.splitlines() if line.startswith("{")]) == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("need pip install 'dfdetect[full]'")
     assert (tmp_path / "out" / "labelled" / "metrics.json").is_file()
     assert list((tmp_path / "out" / "labelled" / "figures").glob("*.png"))
 
