@@ -339,6 +339,13 @@ COMPARISON_COLUMNS: list[Column] = [
     ("log loss lower in", _share("against.better_share.log_loss")),
 ]
 
+INSTALL_COLUMNS: list[Column] = [
+    (f"{install}: {what}", _number(f"{install}.{key}", unit))
+    for install in ("scoring", "full")
+    for what, key, unit in (("site-packages", "site_packages_mb", "MB"), ("distributions", "n_distributions", ""),
+                            ("`--help` (s)", "help_s", ""), ("`predict`, one video (s)", "predict_s", ""))
+]
+
 MODEL_CARD_FIELDS = ("backbone", "fakes", "epochs", "image_size", "best_epoch", "temperature", "n_train_crops",
                      "seconds", "trained_at")
 
@@ -426,13 +433,17 @@ SECTIONS: dict[str, tuple[str, str, Callable[[list[tuple[str, Record]]], list[st
                     "against a training step.", partial(_table, TRAIN_INPUT_COLUMNS)),
     "accuracy": ("Accuracy", "`benchmarks/bench_accuracy.py`: video-level metrics with 95% bootstrap intervals "
                  "over videos.", _accuracy),
+    "install": ("Install size and start-up", "`benchmarks/bench_install.py`: the scoring install (`pip install "
+                "dfdetect`) beside the full one (`dfdetect[full]`), built side by side; median of the repeats.",
+                partial(_table, INSTALL_COLUMNS)),
     "learning_curve": ("How much data", "`benchmarks/bench_learning_curve.py`: the recipe trained on more and "
                        "more identity families; in-domain on the run's held-out test families, across datasets on "
                        "another labelled set, each with a 95% bootstrap interval over items.", _learning_curve),
 }
 
 BENCHMARK_KINDS = {"bench_faces": "faces", "bench_inference": "inference", "bench_startup": "startup",
-                   "bench_train": "train_input", "accuracy": "accuracy", "learning_curve": "learning_curve"}
+                   "bench_train": "train_input", "accuracy": "accuracy", "learning_curve": "learning_curve",
+                   "bench_install": "install"}
 
 
 def _section(kind: str, results: list[tuple[str, Record]]) -> list[str]:
