@@ -16,18 +16,23 @@ def bench():
     return load_benchmark("bench_accuracy")
 
 
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory):
-    """Six labelled close-up videos of different lengths, and a config that judges them (4 faces suffice)."""
-    folder = tmp_path_factory.mktemp("bench") / "labelled"
+def _real_and_fake_pairs(folder, n_pairs):
+    """n REAL close-up videos and a FAKE of each, of different lengths; their metadata.json entries."""
     folder.mkdir()
     entries = {}
-    for index in range(3):
+    for index in range(n_pairs):
         close_up_video(folder / f"real{index}.mp4", n_frames=8 + 2 * index)
         close_up_video(folder / f"fake{index}.mp4", n_frames=9 + 2 * index)
         entries[f"real{index}.mp4"] = {"label": "REAL"}
         entries[f"fake{index}.mp4"] = {"label": "FAKE", "original": f"real{index}.mp4"}
-    (folder / "metadata.json").write_text(json.dumps(entries))
+    return entries
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """Six labelled close-up videos of different lengths, and a config that judges them (4 faces suffice)."""
+    folder = tmp_path_factory.mktemp("bench") / "labelled"
+    (folder / "metadata.json").write_text(json.dumps(_real_and_fake_pairs(folder, 3)))
     run_yaml = folder.parent / "run.yaml"
     run_yaml.write_text("work_dir: run\ndata_dirs: []\nscore:\n  min_faces: 4\n  trim: 1\n")
     return folder, run_yaml
@@ -67,13 +72,7 @@ def cropped(tmp_path_factory):
     """Two REAL and two FAKE close-up videos, a FAKE one that breaks mid-stream, and a run folder whose face
     stage cropped them all (its config, run.yaml, is the one the benchmark measures with)."""
     folder = tmp_path_factory.mktemp("cropped") / "labelled"
-    folder.mkdir()
-    entries = {}
-    for index in range(2):
-        close_up_video(folder / f"real{index}.mp4", n_frames=8 + 2 * index)
-        close_up_video(folder / f"fake{index}.mp4", n_frames=9 + 2 * index)
-        entries[f"real{index}.mp4"] = {"label": "REAL"}
-        entries[f"fake{index}.mp4"] = {"label": "FAKE", "original": f"real{index}.mp4"}
+    entries = _real_and_fake_pairs(folder, 2)
     cut = face_video(folder / "cut.mp4", n_frames=30, faststart=True)
     cut.write_bytes(cut.read_bytes()[: middle_of_packet(cut, 15)])
     entries["cut.mp4"] = {"label": "FAKE", "original": "real0.mp4"}
