@@ -30,6 +30,7 @@ RUN_STATE = "run.json"  # ours, beside it: which config and data the backup belo
 # the model it would replace)
 REPLACED_ONLY_BY_NAME = ("backbone", "weights", "head", "front_end", "image_size", "cnn_filters", "dense_units",
                          "fakes")
+LONG_EPOCH_STEPS = 300  # epochs of this many steps or more get a progress bar of their own
 # the calibration's largest temperature: a model with no signal on val ends as a coin (fit_temperature)
 MAX_TEMPERATURE = 1e6
 
@@ -304,8 +305,12 @@ def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress:
     ]
     if progress:  # one bar over the epochs, at most ~30 updates: an executed notebook stays readable
         every = max(1, math.ceil(cfg.train.epochs / 30))
+        # and one over the batches when an epoch is long (a face set's takes minutes), with its time left;
+        # both then refresh at tqdm's own interval (run_all.py: TQDM_MININTERVAL), not at every batch
+        is_long = math.ceil(n_train / cfg.train.batch_size) >= LONG_EPOCH_STEPS
+        refresh = {} if is_long else {"miniters": every, "mininterval": 0}
         chosen.append(TqdmCallback(epochs=cfg.train.epochs, data_size=n_train, batch_size=cfg.train.batch_size,
-                                   verbose=0, miniters=every, mininterval=0))
+                                   verbose=int(is_long), **refresh))
     return chosen
 
 
