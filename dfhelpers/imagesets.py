@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dfhelpers.errors import MetadataError, VideoReadError
-from dfhelpers.runfolder import LABELS
+from dfhelpers.runfolder import LABELS, VIDEO_SUFFIXES
 
 # Kaggle's "deepfake-faces" download: metadata.csv (videoname, original_width, original_height, label,
 # original) beside faces_224/<video stem>.jpg, one tight face crop per DFDC video
@@ -71,9 +71,10 @@ def read_labels_csv(folder: Path, lenient: bool = False) -> pd.DataFrame:
 
 
 def is_image_item(path: str | Path) -> bool:
-    """True for an item a face-image set lists: an image file, or a folder of a sequence's images."""
+    """True for an item a face-image set lists: an image file, or a folder of a sequence's images
+    (a folder named like a video is a video that is not there: the video reader says so)."""
     path = Path(path)
-    return path.suffix.lower() in IMAGE_SUFFIXES or path.is_dir()
+    return path.suffix.lower() in IMAGE_SUFFIXES or (path.is_dir() and path.suffix.lower() not in VIDEO_SUFFIXES)
 
 
 def n_frames(path: str | Path) -> int:
