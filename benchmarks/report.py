@@ -339,6 +339,15 @@ COMPARISON_COLUMNS: list[Column] = [
     ("log loss lower in", _share("against.better_share.log_loss")),
 ]
 
+INGEST_COLUMNS: list[Column] = [
+    ("items (of the folder)", lambda record: f"{format_number(_value(record, 'items'))} "
+                                             f"({format_number(_value(record, 'items_in_folder'))})"),
+    ("faces found", _number("faces_found")), ("workers", _number("workers")),
+    ("01 list (s)", _number("stage_s.01_list")), ("02 faces (s)", _number("stage_s.02_faces")),
+    ("03 split (s)", _number("stage_s.03_split")), ("items/s", _number("items_per_s")),
+    ("whole folder at this rate (s)", _number("whole_folder_s_at_this_rate")), ("peak RSS", _number("peak_rss_mb", "MB")),
+]
+
 INSTALL_COLUMNS: list[Column] = [
     (f"{install}: {what}", _number(f"{install}.{key}", unit))
     for install in ("scoring", "full")
@@ -433,6 +442,9 @@ SECTIONS: dict[str, tuple[str, str, Callable[[list[tuple[str, Record]]], list[st
                     "against a training step.", partial(_table, TRAIN_INPUT_COLUMNS)),
     "accuracy": ("Accuracy", "`benchmarks/bench_accuracy.py`: video-level metrics with 95% bootstrap intervals "
                  "over videos.", _accuracy),
+    "ingest": ("Face-image sets through notebooks 01-03", "`benchmarks/bench_ingest.py`: whole families of a "
+               "face-image set listed, cropped and split as the notebooks do; peak memory of the process and its "
+               "pool workers together.", partial(_table, INGEST_COLUMNS)),
     "install": ("Install size and start-up", "`benchmarks/bench_install.py`: the scoring install (`pip install "
                 "dfdetect`) beside the full one (`dfdetect[full]`), built side by side; median of the repeats.",
                 partial(_table, INSTALL_COLUMNS)),
@@ -443,7 +455,7 @@ SECTIONS: dict[str, tuple[str, str, Callable[[list[tuple[str, Record]]], list[st
 
 BENCHMARK_KINDS = {"bench_faces": "faces", "bench_inference": "inference", "bench_startup": "startup",
                    "bench_train": "train_input", "accuracy": "accuracy", "learning_curve": "learning_curve",
-                   "bench_install": "install"}
+                   "bench_install": "install", "bench_ingest": "ingest"}
 
 
 def _section(kind: str, results: list[tuple[str, Record]]) -> list[str]:

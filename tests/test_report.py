@@ -151,3 +151,14 @@ def test_a_learning_curve_is_a_table_per_point_and_a_chart_ordered_by_families(r
     assert rows[1].startswith("| 4000 |")
     assert 'x-axis "train families" [1000, 4000]' in section
     assert "line [0.74, 0.81]" in section and "line [0.58, 0.62]" in section
+
+
+def test_an_ingest_record_is_a_row_of_stage_times_rate_and_memory(report, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    record = {"benchmark": "bench_ingest", "items": 4002, "items_in_folder": 90656, "faces_found": 3960,
+              "stage_s": {"01_list": 1.2, "02_faces": 61.5, "03_split": 0.8}, "items_per_s": 63.2,
+              "whole_folder_s_at_this_rate": 1434.4, "peak_rss_mb": 1210, "workers": 2, "machine": MACHINE}
+    (folder / "ingest_faces.json").write_text(json.dumps(record))
+    section = report.render(folder).split("## Face-image sets through notebooks 01-03")[1]
+    assert "| `ingest_faces.json` | 4002 (90656) | 3960 | 2 | 1.2 | 61.5 | 0.8 | 63.2 | 1434 | 1210 MB |" in section
