@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -53,7 +52,6 @@ class Relation:
     requirement: str  # what must hold and why, in words
     fix: str
     applies: Callable[[Get], bool] = lambda get: True  # e.g. only for one aggregation
-    is_warning: bool = False  # warn instead of refusing: configs in use rely on it (see the table's comments)
 
 
 def _at_least(low: float, reason: str, fix: str = "") -> Range:
@@ -199,15 +197,13 @@ RELATIONS: tuple[Relation, ...] = (
              lambda get: get("train.warmup_epochs") <= get("train.epochs"),
              "the cosine schedule's warm-up must fit in the run", "lower train.warmup_epochs (1 is usual)",
              applies=lambda get: get("train.lr_schedule") == "cosine"),
-    # warnings: training-only test configs crop 24 px with the default 50 px margin, and a hostile-video
-    # test scores with min_faces 1 and the default trim 5; neither runs what the rule protects
     Relation(("faces.margin", "faces.crop_size"), lambda get: get("faces.margin") < get("faces.crop_size"),
              "the margin must be smaller than the crop (crop_face divides by crop_size - margin)",
-             "lower faces.margin or raise faces.crop_size (the defaults: 50 and 160)", is_warning=True),
+             "lower faces.margin or raise faces.crop_size (the defaults: 50 and 160)"),
     Relation(("score.min_faces", "score.trim"), lambda get: get("score.min_faces") > 2 * get("score.trim"),
              "a trimmed mean needs more than 2 x trim faces, or videos with fewer get the prior while reported ok",
              "raise score.min_faces above 2 x score.trim, lower score.trim, or use another aggregation",
-             applies=lambda get: get("score.aggregation") == "trimmed_mean", is_warning=True),
+             applies=lambda get: get("score.aggregation") == "trimmed_mean"),
 )
 
 
@@ -230,10 +226,7 @@ def check(sections: Sections, where: str, defaults: Sections | None = None) -> N
     for relation in RELATIONS:
         if relation.applies(get) and not relation.holds(get):
             shown = ", ".join(f"{key} is {_show(get(key))}" for key in relation.keys)
-            message = f"{where}: {shown}; {relation.requirement}; {relation.fix}"
-            if not relation.is_warning:
-                raise ConfigError(message)
-            warnings.warn(message, UserWarning, stacklevel=2)
+            raise ConfigError(f"{where}: {shown}; {relation.requirement}; {relation.fix}")
 
 
 def check_key(key: str, value: Any, where: str) -> None:

@@ -160,9 +160,15 @@ def test_val_and_test_fractions_in_effect_must_leave_train_groups(tmp_path):
     assert config.load(write(tmp_path, fractions + "  test_groups: [person_a]\n")).split.test_fraction == 0.5
 
 
-def test_a_trimmed_mean_with_too_few_faces_to_trim_is_warned_about(tmp_path):
+def test_a_trimmed_mean_with_too_few_faces_to_trim_is_refused(tmp_path):
     path = write(tmp_path, "work_dir: w\ndata_dirs: [d]\nscore:\n  trim: 5\n  min_faces: 10\n")
-    with pytest.warns(UserWarning, match=r"score.min_faces is 10, score.trim is 5; a trimmed mean needs more"):
+    with pytest.raises(ConfigError, match=r"score.min_faces is 10, score.trim is 5; a trimmed mean needs more"):
+        config.load(path)
+
+
+def test_a_margin_as_large_as_the_crop_is_refused(tmp_path):
+    path = write(tmp_path, "work_dir: w\ndata_dirs: [d]\nfaces:\n  crop_size: 24\n")
+    with pytest.raises(ConfigError, match=r"faces.margin is 50, faces.crop_size is 24; the margin must be smaller"):
         config.load(path)
 
 

@@ -34,7 +34,7 @@ def _decoded(paths: list[Path]) -> np.ndarray:
 
 
 def _config(work_dir: Path, **train: object) -> config.Config:
-    raw = {"work_dir": str(work_dir), "data_dirs": [], "faces": {"crop_size": CROP_SIZE},
+    raw = {"work_dir": str(work_dir), "data_dirs": [], "faces": {"crop_size": CROP_SIZE, "margin": 8},
            # given fakes (these crops have no landmarks) and original.yaml's augmentation, unless a test says otherwise
            "train": {"batch_size": 4, "image_size": CROP_SIZE, "fakes": "given", "rotation": 0.75, "shift": 0.2,
                      "vertical_flip": True, **train}}

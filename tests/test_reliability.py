@@ -120,7 +120,7 @@ def test_whole_pipeline_survives_hostile_videos_and_never_touches_raw_data(corpu
                                                   "test_groups": ["real2.mp4"]},
                             train={"epochs": 1, "batch_size": 8, "image_size": 64, "cnn_filters": [8, 16],
                                    **ORIGINAL_SMALL_CNN},
-                            score={"min_faces": 1})
+                            score={"min_faces": 1, "trim": 0})
     result = subprocess.run([sys.executable, str(PROJECT / "run_all.py"), "--config", str(cfg_path)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -323,7 +323,7 @@ class Slow(keras.callbacks.Callback):  # leaves time to kill between epochs
     def on_epoch_end(self, epoch, logs=None):
         time.sleep(float(sys.argv[2]))
 
-raw = {"work_dir": sys.argv[1], "data_dirs": [], "faces": {"crop_size": 24},
+raw = {"work_dir": sys.argv[1], "data_dirs": [], "faces": {"crop_size": 24, "margin": 8},
        "train": {"model_name": "tiny", "image_size": 24, "cnn_filters": [4, 8], "head": "pool",
                  "batch_size": 8, "epochs": 4, "rotation": 0.0, "backbone": "small_cnn", "weights": None,
                  "fakes": "given", "learning_rate": 1.0e-4, "lr_schedule": "constant", "monitor": "val_loss",

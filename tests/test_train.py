@@ -45,7 +45,8 @@ def _config(work_dir: Path, **train_options: object) -> config.Config:
                # what these tests were tuned on: original.yaml's constant step, checkpoint, shifts and flips
                "learning_rate": 1.0e-4, "lr_schedule": "constant", "monitor": "val_loss",
                "rotation": 0.0, "shift": 0.2, "vertical_flip": True, **train_options}
-    raw = {"work_dir": str(work_dir), "data_dirs": [], "faces": {"crop_size": CROP_SIZE}, "train": options}
+    raw = {"work_dir": str(work_dir), "data_dirs": [], "faces": {"crop_size": CROP_SIZE, "margin": 8},
+           "train": options}
     return config.from_dict(raw, base_dir=work_dir)
 
 
