@@ -420,9 +420,11 @@ def _curve_chart(points: list[Record]) -> list[str]:
     if len(points) < 2 or not series:
         return []
     families = ", ".join(format_number(point["n_train_families"]) for point in points)
+    lowest = min(float(value) for values in series for value in values)
+    floor = min(0.5, int(lowest * 10) / 10)  # chance, or lower when a model ranks worse than chance
     return ["AUC against the families trained on (upper line in-domain, lower across datasets):", "",
             "```mermaid", "xychart-beta", f"    x-axis \"train families\" [{families}]",
-            "    y-axis \"AUC\" 0.5 --> 1", *(f"    line [{', '.join(values)}]" for values in series), "```", ""]
+            f"    y-axis \"AUC\" {floor} --> 1", *(f"    line [{', '.join(values)}]" for values in series), "```", ""]
 
 
 def _other(results: list[tuple[str, Record]]) -> list[str]:
