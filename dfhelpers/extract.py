@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import queue
 import threading
 import time
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Callable, Generator, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -67,10 +68,11 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: facedetect
     found: list[tuple] = []  # frame, face, box, prob, crop, landmarks in crop pixels
     frames_read, problems = 0, []
     try:
-        indices = video.sample_indices(_n_frames(path), faces_cfg)
+        n_frames, read = _frame_source(path, decode_threads)
+        indices = video.sample_indices(n_frames, faces_cfg)
     except VideoReadError as err:
-        indices, problems = [], [err]
-    batches = _frame_batches(path, indices, faces_cfg.batch_size, problems, decode_threads)
+        indices, problems, read = [], [err], None
+    batches = _frame_batches(read, indices, faces_cfg.batch_size, problems)
     tracker = tracking.FaceTracker(detector, faces_cfg.detect_every)
     with _decoded_ahead(batches) as decoded:
         for batch in decoded:
@@ -89,19 +91,24 @@ def extract_video(path: str | Path, faces_cfg: FacesConfig, detector: facedetect
 # --- private helpers -------------------------------------------------------------------
 
 
-def _n_frames(path: Path) -> int:
-    """An item's frame count: a video's, or a face-image item's (one image, or a sequence folder's images)."""
-    return imagesets.n_frames(path) if imagesets.is_image_item(path) else video.probe(path).n_frames
+def _frame_source(path: Path, decode_threads: int) -> tuple[int, Callable[[list[int]], Iterator]]:
+    """An item's frame count and its frame reader: a video's, or a face-image item's (one image, or a
+    sequence folder's images) — the one place the two kinds of item differ.
+
+    Raises:
+        VideoReadError: the item cannot be opened.
+    """
+    if imagesets.is_image_item(path):
+        return imagesets.n_frames(path), functools.partial(imagesets.read_frames, path)
+    return video.probe(path).n_frames, functools.partial(video.read_frames, path, decode_threads=decode_threads)
 
 
-def _frame_batches(path: Path, indices: list[int], batch_size: int, problems: list[VideoReadError],
-                   decode_threads: int = 1) -> Generator[list[tuple[int, np.ndarray]], None, None]:
+def _frame_batches(read: Optional[Callable[[list[int]], Iterator]], indices: list[int], batch_size: int,
+                   problems: list[VideoReadError]) -> Generator[list[tuple[int, np.ndarray]], None, None]:
     """Batches of (index, frame); a read error ends the batches (after the partial one) and is appended to problems."""
     batch: list[tuple[int, np.ndarray]] = []
     try:
-        frames = (imagesets.read_frames(path, indices) if imagesets.is_image_item(path)
-                  else video.read_frames(path, indices, decode_threads))
-        for item in frames:
+        for item in read(indices) if indices and read is not None else ():
             batch.append(item)
             if len(batch) == max(1, batch_size):
                 yield batch
