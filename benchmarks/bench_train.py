@@ -112,7 +112,7 @@ def _train_step_img_s(crops: pd.DataFrame, cfg: config.Config, repeats: int, ste
     """Median over repeats of the median step time; fit's per-call set-up is left out."""
     images, labels = next(iter(inputs.make_dataset(crops, cfg, training=False)))
     one_batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    classifier = model.compile_model(model.build(cfg.train, cfg.faces.crop_size), cfg.train, steps_per_epoch=steps)
+    classifier = model.compile_model(model.build(cfg.train, cfg.faces.crop_size, cfg.faces.margin), cfg.train, steps_per_epoch=steps)
     classifier.fit(one_batch, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing
     rates = []
     for _ in range(repeats):

@@ -50,11 +50,13 @@ def register_backbone(
     return add
 
 
-def build(train: TrainConfig, crop_size: int) -> keras.Model:
+def build(train: TrainConfig, crop_size: int, margin: int = 0) -> keras.Model:
     """The uncompiled classifier: crops (N, crop_size, crop_size, 3) in 0..255 -> (N, 1) P(FAKE).
 
-    Resizing to train.image_size, the optional SRM front end and the backbone's own input
-    scaling all happen inside the model, so scoring feeds raw crop pixels.
+    The framing (train.framing "face": the centre crop_size - margin px, the face box, of crops
+    cut with faces.margin px around it), resizing to train.image_size, the optional SRM front end
+    and the backbone's own input scaling all happen inside the model, so scoring feeds raw crop
+    pixels and a model always sees the framing it was trained on.
 
     Raises:
         ConfigError: unknown backbone, image_size too small, or SRM with ImageNet weights.
@@ -62,8 +64,11 @@ def build(train: TrainConfig, crop_size: int) -> keras.Model:
     """
     backbone = _backbone_spec(train)
     crops = keras.Input((crop_size, crop_size, 3), name="crops")
-    pixels = crops
-    if train.image_size != crop_size:
+    pixels, side = crops, crop_size
+    if train.framing == "face" and margin > 0:
+        side, before = crop_size - margin, margin // 2  # facenet-pytorch's extract_face: half the margin each side
+        pixels = keras.layers.Cropping2D(((before, margin - before),) * 2, name="face_box")(pixels)
+    if train.image_size != side:
         pixels = keras.layers.Resizing(train.image_size, train.image_size, antialias=True, name="resize")(pixels)
     features = _scale(pixels, backbone)
     if train.front_end == "srm":

@@ -29,7 +29,7 @@ RUN_STATE = "run.json"  # ours, beside it: which config and data the backup belo
 # by one that differs in these without a new train.model_name (a backbone override must not delete
 # the model it would replace)
 REPLACED_ONLY_BY_NAME = ("backbone", "weights", "head", "front_end", "image_size", "cnn_filters", "dense_units",
-                         "fakes")
+                         "fakes", "framing")
 LONG_EPOCH_STEPS = 300  # epochs of this many steps or more get a progress bar of their own
 # the calibration's largest temperature: a model with no signal on val ends as a coin (fit_temperature)
 MAX_TEMPERATURE = 1e6
@@ -64,7 +64,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     n_per_epoch = inputs.examples_per_epoch(train_crops, cfg.train)
     steps_per_epoch = math.ceil(n_per_epoch / cfg.train.batch_size)
     with _strategy().scope():
-        classifier = model.build(cfg.train, cfg.faces.crop_size)
+        classifier = model.build(cfg.train, cfg.faces.crop_size, cfg.faces.margin)
         parent = model.initialize_from(classifier, cfg.train.init) if cfg.train.init else None
         classifier = model.compile_model(classifier, cfg.train, steps_per_epoch)
     is_balanced = cfg.train.epoch_sampling == "balanced"  # the sampling balances the classes: no weights
@@ -72,7 +72,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     started = time.monotonic()
     classifier.fit(
         inputs.make_dataset(train_crops, cfg, training=True),
-        validation_data=inputs.make_dataset(val_crops, cfg, training=False),
+        validation_data=inputs.make_dataset(val_crops, cfg, training=False) if len(val_crops) else None,
         epochs=cfg.train.epochs,
         steps_per_epoch=steps_per_epoch if is_balanced else None,  # the balanced set is endless
         class_weight=class_weight,
@@ -80,7 +80,8 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
         callbacks=[*_callbacks(cfg, prior_history, n_per_epoch, progress), *callbacks],
         verbose=0,
     )
-    calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
+    calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops)) if len(val_crops) \
+        else {"method": "none", "temperature": 1.0, "n_val_examples": 0}  # config_rules: calibration none
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
     card["calibration"] = calibration
     card["init"] = parent  # the classifier this one was fine-tuned from (path, sha256), or None
@@ -253,7 +254,7 @@ class _BestModel(keras.callbacks.Callback):
         self.is_better = np.less if monitor.endswith("loss") else np.greater
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        value = epoch + 1 if self.monitor == "epoch" else (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(value):
             return
         if self.best is None or self.is_better(value, self.best):
@@ -291,7 +292,7 @@ class _Backup(keras.callbacks.BackupAndRestore):
 
 
 def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress: bool) -> list:
-    monitor = cfg.train.monitor
+    monitor = _monitor(cfg)
     mode = "min" if monitor.endswith("loss") else "max"
     values = prior_history.get(monitor, pd.Series(dtype=float)).dropna()
     has_best = cfg.model_path.is_file() and not values.empty
@@ -299,7 +300,8 @@ def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress:
     chosen = [
         _HistoryLog(cfg.history_csv, prior_history),
         _BestModel(cfg.model_path, monitor, best),
-        _ResumableEarlyStopping(prior_history, monitor=monitor, mode=mode, patience=cfg.train.patience),
+        *([_ResumableEarlyStopping(prior_history, monitor=monitor, mode=mode, patience=cfg.train.patience)]
+          if monitor != "epoch" else []),
         # Last of the state keepers: an epoch is backed up only once history and best model have it.
         _Backup(str(cfg.checkpoint_dir), save_freq=cfg.train.backup_steps or "epoch", delete_checkpoint=False),
     ]
@@ -317,11 +319,21 @@ def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress:
 # --- private helpers ----------------------------------------------------------------------
 
 
+def _has_val(split: config.SplitConfig) -> bool:
+    """Whether notebook 03 holds val groups (or frames) out: split.val_fraction 0 and no val_groups train on all."""
+    return bool(split.val_fraction or split.val_groups or split.frame_level_val)
+
+
+def _monitor(cfg: Config) -> str:
+    """What picks the kept epoch: train.monitor on val, or without val the epoch number (the last one is kept)."""
+    return cfg.train.monitor if _has_val(cfg.split) else "epoch"
+
+
 def _fit_splits(crops: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and val examples: the split's crops plus the pseudo-fakes train.fakes asks for."""
     train_crops, val_crops = crops[crops["split"] == "train"], crops[crops["split"] == "val"]
-    if val_crops.empty:
-        raise SplitError(f"{cfg.split_csv}: no val crops to select the best epoch; set split.val_fraction > 0")
+    if val_crops.empty and _has_val(cfg.split):
+        raise SplitError(f"{cfg.split_csv}: no val crops to select the best epoch; re-run notebook 03")
     train_examples = inputs.examples(train_crops, cfg, "train")
     if train_examples["label_index"].nunique() < 2:
         needs = "REAL crops" if cfg.train.fakes != "given" else "both REAL and FAKE crops (or train.fakes: self_blend)"
@@ -371,8 +383,9 @@ def _prior_history(cfg: Config, initial_epoch: int) -> pd.DataFrame:
 def _card(cfg: Config, split_sha256: str, train_crops: pd.DataFrame, val_crops: pd.DataFrame,
           bad: pd.DataFrame, class_weight: dict[int, float] | None, seconds: float) -> dict[str, Any]:
     history = read_history(cfg)
-    values = history[cfg.train.monitor]
-    best_row = history.loc[values.idxmin() if cfg.train.monitor.endswith("loss") else values.idxmax()]
+    monitor = _monitor(cfg)
+    values = history[monitor]
+    best_row = history.loc[values.idxmin() if monitor.endswith("loss") else values.idxmax()]
     return {
         "model_name": cfg.train.model_name,
         "model_path": str(cfg.model_path),

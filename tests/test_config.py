@@ -42,7 +42,10 @@ def test_unknown_key_names_the_key_and_the_file_and_suggests_the_closest_key(tmp
     ("split:\n  balance: sometimes\n", "must be one of 'per_group', 'global', 'none'"),  # the choices listed
     ("score:\n  trim: 5\n  min_faces: 10\n", r"score.min_faces is 10, score.trim is 5; a trimmed mean needs more"),
     ("faces:\n  crop_size: 24\n", r"faces.margin is 50, faces.crop_size is 24; the margin must be smaller"),
-], ids=["wrong type", "unknown choice", "too few faces to trim", "margin as large as the crop"])
+    ("faces:\n  margin: 0\ntrain:\n  framing: face\n", r"train.framing is 'face', faces.margin is 0; framing 'face'"),
+    ("split:\n  val_fraction: 0\n", r"split.val_fraction is 0.0, train.calibration is 'temperature'; without val"),
+], ids=["wrong type", "unknown choice", "too few faces to trim", "margin as large as the crop", "face framing, no margin",
+        "temperature without val"])
 def test_a_setting_of_the_wrong_type_choice_or_relation_is_refused_naming_it(tmp_path, section, message):
     path = write(tmp_path, "work_dir: w\ndata_dirs: [d]\n" + section)
     with pytest.raises(ConfigError, match=message):

@@ -38,6 +38,20 @@ def test_the_original_head_is_flatten_dense_dropout_dense():
     assert classifier.get_layer("dense").units == 512
 
 
+@pytest.mark.parametrize("framing, sees_the_margin", [("margin", True), ("face", False)])
+def test_the_framing_decides_whether_the_model_sees_the_crop_outside_the_face_box(framing, sees_the_margin):
+    margin = 10  # crops of 40 px: the face box is the centre 30 px
+    classifier = model.build(TrainConfig(backbone="small_cnn", weights=None, image_size=32, cnn_filters=(4,),
+                                         framing=framing), crop_size=CROP_SIZE, margin=margin)
+    crops = _crops()
+    outside = crops.copy()
+    outside[:, :margin // 2], outside[:, :, -(margin // 2):] = 0.0, 255.0  # only the margin changes
+    logit = model.logits(classifier)
+    changed = np.abs(logit.predict(crops, verbose=0) - logit.predict(outside, verbose=0)).max()
+    assert (changed > 1e-4) == sees_the_margin
+    assert classifier.input_shape == (None, CROP_SIZE, CROP_SIZE, 3)  # scoring feeds whole crops either way
+
+
 @pytest.mark.parametrize("head, pooled_layer, pool", [
     ("pool", "pool", lambda features: features.mean(axis=(1, 2))),
     ("avg_max", "avg_max", lambda features: np.concatenate([features.mean(axis=(1, 2)), features.max(axis=(1, 2))], 1)),
@@ -128,19 +142,20 @@ def test_image_size_below_the_backbone_minimum_is_a_config_error():
         model.build(TrainConfig(backbone="inception_resnet_v2", image_size=64), crop_size=CROP_SIZE)
 
 
-def _saved_srm_classifier(path: Path, image_size: int = CROP_SIZE) -> Path:
+def _saved_srm_classifier(path: Path, image_size: int = CROP_SIZE, framing: str = "margin") -> Path:
     train = TrainConfig(backbone="small_cnn", weights=None, front_end="srm", image_size=image_size,
-                        cnn_filters=(4, 8))
-    model.build(train, crop_size=CROP_SIZE).save(path)
+                        cnn_filters=(4, 8), framing=framing)
+    model.build(train, crop_size=CROP_SIZE, margin=8).save(path)
     return path
 
 
-def test_onnx_export_agrees_with_keras_for_any_batch_size_and_records_the_keras_sha(tmp_path):
+@pytest.mark.parametrize("framing, image_size", [("margin", CROP_SIZE), ("face", CROP_SIZE - 8)])  # face: the box
+def test_onnx_export_agrees_with_keras_for_any_batch_size_and_records_the_keras_sha(tmp_path, framing, image_size):
     import onnxruntime
 
     from dfhelpers import files, onnxfile
 
-    keras_path = _saved_srm_classifier(tmp_path / "classifier.keras")
+    keras_path = _saved_srm_classifier(tmp_path / "classifier.keras", image_size, framing)
     onnx_path = model.export_onnx(keras_path)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = model.load(keras_path).predict(_crops(5), verbose=0)

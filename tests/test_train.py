@@ -39,14 +39,14 @@ class _EpochsStarted(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
-def _config(work_dir: Path, **train_options: object) -> config.Config:
+def _config(work_dir: Path, split: dict | None = None, **train_options: object) -> config.Config:
     options = {"model_name": "tiny", "backbone": "small_cnn", "weights": None, "fakes": "given",
                "image_size": CROP_SIZE, "cnn_filters": [4, 8], "head": "pool", "batch_size": 8, "epochs": 2,
                # what these tests were tuned on: original.yaml's constant step, checkpoint, shifts and flips
                "learning_rate": 1.0e-4, "lr_schedule": "constant", "monitor": "val_loss",
                "rotation": 0.0, "shift": 0.2, "vertical_flip": True, **train_options}
     raw = {"work_dir": str(work_dir), "data_dirs": [], "faces": {"crop_size": CROP_SIZE, "margin": 8},
-           "train": options}
+           "split": split or {}, "train": options}
     return config.from_dict(raw, base_dir=work_dir)
 
 
@@ -66,6 +66,18 @@ def test_fit_writes_the_model_history_and_card(run_dir):
     assert card["best_epoch"] in (1, 2) and card["n_train_crops"] == 16
     assert model.load(cfg.model_path).output_shape == (None, 1)
     assert not cfg.checkpoint_dir.exists()
+
+
+def test_without_val_groups_every_other_group_trains_and_the_last_epoch_is_kept(run_dir):
+    cfg = _config(run_dir, split={"val_fraction": 0}, calibration="none", epochs=3)
+    split = pd.read_csv(cfg.split_csv)
+    n_val = int((split["split"] == "val").sum())
+    files.write_csv(split.replace({"split": {"val": "train"}}), cfg.split_csv)  # notebook 03 with val_fraction 0
+    card = train.fit(cfg, progress=False)
+    history = train.read_history(cfg)
+    assert history["epoch"].tolist() == [1, 2, 3] and not any(c.startswith("val_") for c in history.columns)
+    assert (card["best_epoch"], card["n_val_crops"], card["n_train_crops"]) == (3, 0, 16 + n_val)
+    assert card["calibration"]["method"] == "none" and model.temperature(model.load(cfg.model_path)) == 1.0
 
 
 def test_interrupted_fit_resumes_at_the_next_epoch(run_dir):
