@@ -9,6 +9,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -231,3 +232,31 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+class PeakMemory:
+    """The largest resident memory of this process and its children, sampled in a thread."""
+
+    def __init__(self, every_s: float = 0.2):
+        self.every_s, self.peak_mb, self._stop = every_s, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.every_s):
+            try:
+                processes = [me, *me.children(recursive=True)]
+                rss = sum(process.memory_info().rss for process in processes if process.is_running())
+            except psutil.Error:
+                continue
+            self.peak_mb = max(self.peak_mb, rss // 2**20)

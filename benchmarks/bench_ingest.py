@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when run as a script
 import _common  # noqa: E402
@@ -37,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     _common.print_machine(machine)
     folder = Path(args.folder).resolve()
     n_items = len(metadata.read_part(folder, lenient=True))
-    with tempfile.TemporaryDirectory(prefix="dfdetect-ingest-") as scratch, _PeakMemory() as memory:
+    with tempfile.TemporaryDirectory(prefix="dfdetect-ingest-") as scratch, _common.PeakMemory() as memory:
         subset = subset_folder(folder, Path(scratch) / folder.name, args.limit)
         cfg = config.load(args.config, {"work_dir": str(Path(scratch) / "run"), "data_dirs": [str(subset)],
                                         "test_dir": None})
@@ -94,32 +91,6 @@ def _families_for(family: pd.Series, limit: int) -> int:
     """How many of the first families hold about `limit` items."""
     sizes = family.value_counts(sort=False).reindex(family.drop_duplicates()).cumsum()
     return max(1, int((sizes <= limit).sum()))
-
-
-class _PeakMemory:
-    """The largest resident memory of this process and its children, sampled in a thread."""
-
-    def __init__(self, every_s: float = 0.2):
-        self.every_s, self.peak_mb, self._stop = every_s, 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> "_PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.wait(self.every_s):
-            try:
-                processes = [me, *me.children(recursive=True)]
-                rss = sum(process.memory_info().rss for process in processes if process.is_running())
-            except psutil.Error:
-                continue
-            self.peak_mb = max(self.peak_mb, rss // 2**20)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -48,10 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     points = []
     for families in args.families:
         cfg = prepare_run(base, split, families, args.seed, Path(args.runs or base.work_dir / "learning_curve"))
-        started = time.monotonic()
-        card = train.fit(cfg)
+        started, was_trained = time.monotonic(), train.is_trained(cfg)
+        with _common.PeakMemory() as memory:
+            card = train.fit(cfg)
+        epoch_seconds = train.read_history(cfg)["seconds"]
         point = {"families": families, "n_train_families": int(split_families(cfg)),
                  "n_train_crops": card["n_train_crops"], "train_seconds": round(time.monotonic() - started, 1),
+                 # a model trained by an earlier run of the curve is reused: its run's memory was not watched
+                 "train_peak_rss_mb": None if was_trained else memory.peak_mb,
+                 "epoch_seconds_median": round(float(epoch_seconds.median()), 1), "epochs": int(len(epoch_seconds)),
                  "model": str(cfg.model_path), "in_domain": measure(cfg, base.data_dirs[0], base, args)}
         if args.cross:
             point["cross"] = measure(cfg, Path(args.cross), base, args, crops_from=args.cross_crops)

@@ -397,9 +397,11 @@ def _learning_curve(results: list[tuple[str, Record]]) -> list[str]:
     for name, record in results:
         points = sorted(record.get("points", []), key=lambda point: int(point["n_train_families"]))
         rows = [[format_number(point["n_train_families"]), format_number(point["n_train_crops"]),
-                 format_number(point["train_seconds"]), *_figures(point.get("in_domain")),
+                 format_number(point["train_seconds"]), format_number(point.get("epoch_seconds_median")),
+                 format_number(point.get("train_peak_rss_mb")), *_figures(point.get("in_domain")),
                  *_figures(point.get("cross"))] for point in points]
-        lines += [f"`{name}`:", "", *_rows(["train families", "train crops", "training (s)", "in-domain AUC [95%]",
+        lines += [f"`{name}`:", "", *_rows(["train families", "train crops", "training (s)", "one epoch (s)",
+                                            "training peak memory (MB)", "in-domain AUC [95%]",
                                             "in-domain log loss [95%]", "across datasets AUC [95%]",
                                             "across datasets log loss [95%]"], rows), ""]
         lines += _curve_chart(points)

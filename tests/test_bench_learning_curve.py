@@ -64,3 +64,4 @@ def test_the_curve_trains_each_point_and_measures_it_in_domain_and_across_datase
     for point in points:
         assert Path(point["model"]).is_file() and point["in_domain"]["n_videos"] == test_items
         assert point["cross"]["n_videos"] == 30 and len(point["in_domain"]["intervals"]["auc"]) == 2
+        assert point["train_peak_rss_mb"] > 100 and point["epochs"] == 1 and point["epoch_seconds_median"] > 0
