@@ -135,7 +135,8 @@ def _curve_point(families: int, in_domain_auc: float, cross_auc: float) -> dict:
                                                                       "log_loss": [0.45, 0.55]}}
 
     return {"families": str(families), "n_train_families": families, "n_train_crops": 6 * families,
-            "train_seconds": 10.0 * families, "in_domain": figures(in_domain_auc), "cross": figures(cross_auc)}
+            "train_seconds": 10.0 * families, "epoch_seconds_median": 5.0 * families, "train_peak_rss_mb": 2100,
+            "in_domain": figures(in_domain_auc), "cross": figures(cross_auc)}
 
 
 def test_a_learning_curve_is_a_table_per_point_and_a_chart_ordered_by_families(report, tmp_path):
@@ -147,7 +148,7 @@ def test_a_learning_curve_is_a_table_per_point_and_a_chart_ordered_by_families(r
     page = report.render(folder)
     section = page.split("## How much data")[1]
     rows = [line for line in section.splitlines() if line.startswith("| 1000") or line.startswith("| 4000")]
-    assert rows[0].startswith("| 1000 | 6000 | 10000 | 0.74 [0.69, 0.79] | 0.5 [0.45, 0.55] | 0.58 [0.53, 0.63]")
+    assert rows[0].startswith("| 1000 | 6000 | 10000 | 5000 | 2100 | 0.74 [0.69, 0.79] | 0.5 [0.45, 0.55] | 0.58 [0.53,")
     assert rows[1].startswith("| 4000 |")
     assert 'x-axis "train families" [1000, 4000]' in section
     assert "line [0.74, 0.81]" in section and "line [0.58, 0.62]" in section
