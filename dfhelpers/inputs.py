@@ -160,13 +160,20 @@ def _balanced_rows(crops: pd.DataFrame, cfg: Config) -> tf.data.Dataset:
     """Endless rows, REAL and FAKE in turn; each class walks through all its examples before repeating.
 
     The larger class is not undersampled once: successive epochs take its next examples, so
-    over the epochs every one of them is used.
+    over the epochs every one of them is used. With both given fakes and self-blends
+    (train.fakes "mixed") the FAKE turns alternate between the two, so each is a quarter of the
+    examples however many given fakes there are, as in fixed epochs, where split.balance leaves as
+    many given FAKE crops as REAL ones and each REAL crop gives one blend.
     """
     if any(crops["label_index"].eq(label).sum() == 0 for label in (0, 1)):
         raise SplitError(f"{cfg.split_csv}: train.epoch_sampling: balanced needs REAL and FAKE training examples")
-    by_class = [_decoded_rows(crops[crops["label_index"] == label], cfg, training=True).repeat() for label in (0, 1)]
-    return tf.data.Dataset.choose_from_datasets(by_class, tf.data.Dataset.range(2).repeat())
-
+    is_fake = crops["label_index"].eq(1)
+    is_blend = crops["is_blend"].astype(bool) if "is_blend" in crops else pd.Series(False, index=crops.index)
+    fakes = [kind for kind in (crops[is_fake & ~is_blend], crops[is_fake & is_blend]) if len(kind)]
+    streams = [_decoded_rows(rows, cfg, training=True).repeat() for rows in (crops[~is_fake], *fakes)]
+    turns = [0, 1] if len(fakes) == 1 else [0, 1, 0, 2]  # REAL, FAKE; or REAL, given, REAL, blend
+    return tf.data.Dataset.choose_from_datasets(streams, tf.data.Dataset.from_tensor_slices(
+        np.array(turns, dtype="int64")).repeat())
 
 
 def _check_landmarks(reals: pd.DataFrame, cfg: Config) -> None:

@@ -248,6 +248,21 @@ def test_balanced_epochs_walk_through_every_example_of_the_larger_class(tmp_path
     assert labels.mean() == 0.5 and (labels[0::2] != labels[1::2]).all()  # REAL and FAKE in turn
 
 
+def test_balanced_mixed_epochs_show_given_fakes_and_blends_in_equal_shares(tmp_path):
+    crops.write_run(tmp_path, 4, _faces, with_landmarks=True)
+    cfg = _config(tmp_path, epoch_sampling="balanced", fakes="mixed", batch_size=4)
+    split = pd.read_csv(cfg.split_csv).assign(label_index=lambda s: (s["label"] == "FAKE").astype(int))
+    train_rows = split[split["split"] == "train"]
+    # five given FAKE crops for every REAL one, and one blend of each REAL one
+    train_rows = pd.concat([train_rows] + [train_rows[train_rows["label"] == "FAKE"]] * 4, ignore_index=True)
+    examples = inputs.examples(train_rows, cfg, "train")
+    rows = list(inputs._balanced_rows(examples, cfg).take(4 * 8).as_numpy_iterator())
+    labels = np.array([row["label"] for row in rows])
+    blends = np.array([row["is_blend"] for row in rows])
+    assert (labels[0::2] == 0).all() and (labels[1::2] == 1).all()  # REAL and FAKE in turn
+    assert blends[1::4].sum() == 0 and blends[3::4].all()  # the FAKE turns alternate: given, blend
+
+
 def test_balanced_fit_runs_the_epoch_length_of_the_smaller_class(run_dir):
     cfg = _config(run_dir, epoch_sampling="balanced", batch_size=4)
     card = train.fit(cfg, progress=False)
