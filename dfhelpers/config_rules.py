@@ -167,6 +167,11 @@ def _ordered(key: str, reason: str) -> Relation:
                     f"its first number must not exceed its second ({reason})", "write it as [low, high]")
 
 
+def holds_val(val_fraction: float, val_groups: list, frame_level_val: bool) -> bool:
+    """Whether notebook 03 holds val groups (or frames) out; without, every group outside test trains."""
+    return bool(val_fraction or val_groups or frame_level_val)
+
+
 def _held_out(get: Get, part: str) -> float:
     """The effective fraction of groups held out for val or test: listed groups replace the fraction."""
     return 0.0 if get(f"split.{part}_groups") else get(f"split.{part}_fraction")
@@ -188,7 +193,8 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(("split.val_fraction", "train.calibration"), lambda get: get("train.calibration") == "none",
              "without val groups there is nothing to fit the temperature on (the last epoch is kept)",
              "set train.calibration: none, or a split.val_fraction above 0",
-             applies=lambda get: not (_held_out(get, "val") or get("split.val_groups") or get("split.frame_level_val"))),
+             applies=lambda get: not holds_val(get("split.val_fraction"), get("split.val_groups"),
+                                               get("split.frame_level_val"))),
     Relation(("faces.min_face_size", "faces.detect_size"),
              lambda get: get("faces.min_face_size") <= get("faces.detect_size"),
              "the smallest face must fit on the detection copy", "lower faces.min_face_size (MTCNN's default: 20)"),

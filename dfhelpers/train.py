@@ -17,7 +17,7 @@ import tensorflow as tf
 from sklearn import metrics as sk_metrics
 from tqdm.keras import TqdmCallback
 
-from dfhelpers import config, files, inputs, model, runfolder
+from dfhelpers import config, config_rules, files, inputs, model, runfolder
 from dfhelpers.config import Config
 from dfhelpers.errors import ConfigError, SplitError, StageOutputMissing
 from dfhelpers.logloss import log_loss, log_loss_of_logits
@@ -80,8 +80,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
         callbacks=[*_callbacks(cfg, prior_history, n_per_epoch, progress), *callbacks],
         verbose=0,
     )
-    calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops)) if len(val_crops) \
-        else {"method": "none", "temperature": 1.0, "n_val_examples": 0}  # config_rules: calibration none
+    calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
     card["calibration"] = calibration
     card["init"] = parent  # the classifier this one was fine-tuned from (path, sha256), or None
@@ -127,8 +126,10 @@ def calibrate(cfg: Config, val_examples: pd.DataFrame) -> dict[str, Any]:
     """Fit the temperature of the saved model on val (lowest log loss) and save the model with it.
 
     T is at least train.min_temperature; with train.calibration "none", or a val split of
-    one class, T stays 1. Returns temperature and val log loss before and after.
+    one class, T stays 1. Returns temperature and val log loss before and after (none without val).
     """
+    if val_examples.empty:  # split.val_fraction 0: config_rules has required calibration none
+        return {"method": "none", "temperature": 1.0, "n_val_examples": 0}
     classifier = model.load(cfg.model_path)
     labels = val_examples["label_index"].to_numpy(dtype=int)
     logit = model.logits(classifier).predict(inputs.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
@@ -319,20 +320,19 @@ def _callbacks(cfg: Config, prior_history: pd.DataFrame, n_train: int, progress:
 # --- private helpers ----------------------------------------------------------------------
 
 
-def _has_val(split: config.SplitConfig) -> bool:
-    """Whether notebook 03 holds val groups (or frames) out: split.val_fraction 0 and no val_groups train on all."""
-    return bool(split.val_fraction or split.val_groups or split.frame_level_val)
-
-
 def _monitor(cfg: Config) -> str:
     """What picks the kept epoch: train.monitor on val, or without val the epoch number (the last one is kept)."""
-    return cfg.train.monitor if _has_val(cfg.split) else "epoch"
+    return cfg.train.monitor if _has_val(cfg) else "epoch"
+
+
+def _has_val(cfg: Config) -> bool:
+    return config_rules.holds_val(cfg.split.val_fraction, cfg.split.val_groups, cfg.split.frame_level_val)
 
 
 def _fit_splits(crops: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and val examples: the split's crops plus the pseudo-fakes train.fakes asks for."""
     train_crops, val_crops = crops[crops["split"] == "train"], crops[crops["split"] == "val"]
-    if val_crops.empty and _has_val(cfg.split):
+    if val_crops.empty and _has_val(cfg):
         raise SplitError(f"{cfg.split_csv}: no val crops to select the best epoch; re-run notebook 03")
     train_examples = inputs.examples(train_crops, cfg, "train")
     if train_examples["label_index"].nunique() < 2:
