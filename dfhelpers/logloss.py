@@ -18,11 +18,12 @@ def log_loss(is_fake: np.ndarray, fake_probability: np.ndarray) -> float:
     return float(-np.mean(is_fake * np.log(probability) + (1 - is_fake) * np.log(1 - probability)))
 
 
-def log_loss_of_logits(is_fake: np.ndarray, logit: np.ndarray, temperature: float = 1.0) -> float:
-    """log_loss of sigmoid(logit / temperature), computed from the logit.
+def log_loss_of_logits(is_fake: np.ndarray, logit: np.ndarray, temperature: float = 1.0,
+                       offset: float = 0.0) -> float:
+    """log_loss of sigmoid(logit / temperature + offset), computed from the logit.
 
     The same value as log_loss wherever the probability lies within [EPS, 1 - EPS]; beyond, it is
     exact rather than clipped, so the loss stays smooth in the temperature (train.fit_temperature).
     """
-    scaled = np.asarray(logit, dtype=np.float64) / temperature
+    scaled = np.asarray(logit, dtype=np.float64) / temperature + offset
     return float(np.mean(np.logaddexp(0.0, scaled) - np.asarray(is_fake, dtype=np.float64) * scaled))

@@ -16,7 +16,7 @@ from dfhelpers.config import TrainConfig
 from dfhelpers.errors import ConfigError, MissingWeightsError, ModelLoadError
 
 LOGIT_LAYER = "fake_logit"  # the head's last Dense: an unbounded score, positive = FAKE
-TEMPERATURE_LAYER = "temperature"  # Rescaling(1 / T) between the logit and the sigmoid, fitted on val
+TEMPERATURE_LAYER = "temperature"  # Rescaling(1 / T, offset b) between the logit and the sigmoid, fitted on val
 ONNX_TOLERANCE = 1e-4  # max |P(FAKE) difference| between Keras and onnxruntime (measured: 2.4e-7)
 ONNX_CHECK_CROPS = 4  # random crops the export is verified on (in batches of 1 and all: the batch dim is free)
 
@@ -101,14 +101,23 @@ def temperature(classifier: keras.Model) -> float:
         return 1.0
 
 
-def set_temperature(classifier: keras.Model, value: float) -> None:
-    """Make the classifier output sigmoid(logit / value); saved with the model, applied wherever it is loaded.
+def offset(classifier: keras.Model) -> float:
+    """The offset b the classifier adds to its scaled logit (Platt calibration); 0.0 for a model without one."""
+    try:
+        return float(classifier.get_layer(TEMPERATURE_LAYER).offset)
+    except ValueError:
+        return 0.0
+
+
+def set_temperature(classifier: keras.Model, value: float, offset: float = 0.0) -> None:
+    """Make the classifier output sigmoid(logit / value + offset); saved with the model, applied wherever it is loaded.
 
     Call before the model's first predict (or save and reload): a traced predict keeps the old value.
     """
     if not value > 0:
         raise ValueError(f"temperature must be positive, got {value}")
-    classifier.get_layer(TEMPERATURE_LAYER).scale = 1.0 / float(value)
+    layer = classifier.get_layer(TEMPERATURE_LAYER)
+    layer.scale, layer.offset = 1.0 / float(value), float(offset)
 
 
 def compile_model(classifier: keras.Model, train: TrainConfig, steps_per_epoch: int) -> keras.Model:

@@ -30,6 +30,8 @@ RUN_STATE = "run.json"  # ours, beside it: which config and data the backup belo
 # the model it would replace)
 REPLACED_ONLY_BY_NAME = ("backbone", "weights", "head", "front_end", "image_size", "cnn_filters", "dense_units",
                          "fakes", "framing")
+# fitted after training on the trained model: a change to these alone refits the calibration, not the model
+CALIBRATION_KEYS = ("calibration", "min_temperature")
 LONG_EPOCH_STEPS = 300  # epochs of this many steps or more get a progress bar of their own
 # the calibration's largest temperature: a model with no signal on val ends as a coin (fit_temperature)
 MAX_TEMPERATURE = 1e6
@@ -39,7 +41,8 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     """Train the classifier on the train split, selecting on val; resume or skip when possible.
 
     A complete model whose card matches the current split.csv and train config is not
-    retrained. An interrupted run continues after its last finished epoch. Writes
+    retrained; one that differs in its calibration settings alone (CALIBRATION_KEYS) is
+    calibrated again, in a minute rather than a training run. An interrupted run continues after its last finished epoch. Writes
     cfg.model_path (best epoch, atomically), cfg.history_csv, its ONNX sidecar (for scoring
     without TensorFlow) and, last, cfg.model_card.
 
@@ -57,6 +60,8 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
         return read_card(cfg)
     _refuse_to_replace(cfg)
     crops, bad = inputs.check_crops(split, cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop, progress)
+    if _differs_in_calibration_alone(cfg, split_sha256):
+        return _recalibrate(cfg, crops)
     train_crops, val_crops = _fit_splits(crops, cfg)
     initial_epoch = _prepare_resume(cfg, split_sha256)
     prior_history = _prior_history(cfg, initial_epoch)
@@ -102,7 +107,7 @@ def evaluate(cfg: Config, *, progress: bool = False) -> dict[str, Any]:
     card = read_card(cfg)
     if cfg.train_metrics_json.is_file():
         saved = json.loads(cfg.train_metrics_json.read_text())
-        if saved.get("model_trained_at") == card["trained_at"]:
+        if saved.get("model_sha256") == files.sha256(cfg.model_path):  # a new training or calibration: measure
             return saved
     split = runfolder.read_split(cfg.split_csv)
     test_crops, bad = inputs.check_crops(
@@ -117,31 +122,38 @@ def evaluate(cfg: Config, *, progress: bool = False) -> dict[str, Any]:
     test_metrics = frame_metrics(test_crops["label_index"].to_numpy(), fake_probability)
     result = {**test_metrics, "n_test_crops": len(test_crops), "backbone": cfg.train.backbone,
               "n_bad_test_crops_skipped": len(bad), "model_name": cfg.train.model_name,
-              "model_trained_at": card["trained_at"]}
+              "model_trained_at": card["trained_at"], "model_sha256": files.sha256(cfg.model_path)}
     files.write_json(result, cfg.train_metrics_json)
     return result
 
 
 def calibrate(cfg: Config, val_examples: pd.DataFrame) -> dict[str, Any]:
-    """Fit the temperature of the saved model on val (lowest log loss) and save the model with it.
+    """Fit the calibration of the saved model on val (lowest log loss) and save the model with it.
 
-    T is at least train.min_temperature; with train.calibration "none", or a val split of
-    one class, T stays 1. Returns temperature and val log loss before and after (none without val).
+    "temperature" fits T (P(FAKE) = sigmoid(logit / T)); "platt" fits T and an offset b
+    (sigmoid(logit / T + b)), which also takes on val's share of FAKE. T is at least
+    train.min_temperature; with train.calibration "none", or a val split of one class, T stays 1
+    and b 0. Returns method, temperature, offset and val log loss before and after (none without val).
     """
     if val_examples.empty:  # split.val_fraction 0: config_rules has required calibration none
-        return {"method": "none", "temperature": 1.0, "n_val_examples": 0}
+        return {"method": "none", "temperature": 1.0, "offset": 0.0, "n_val_examples": 0}
     classifier = model.load(cfg.model_path)
     labels = val_examples["label_index"].to_numpy(dtype=int)
     logit = model.logits(classifier).predict(inputs.make_dataset(val_examples, cfg, training=False), verbose=0)[:, 0]
     before = log_loss_of_logits(labels, logit, 1.0)
-    is_fitted = cfg.train.calibration == "temperature" and len(np.unique(labels)) == 2
-    value = fit_temperature(labels, logit, cfg.train.min_temperature) if is_fitted else 1.0
-    model.set_temperature(classifier, value)
+    method = cfg.train.calibration if len(np.unique(labels)) == 2 else "none"
+    value, offset = 1.0, 0.0
+    if method == "temperature":
+        value = fit_temperature(labels, logit, cfg.train.min_temperature)
+    elif method == "platt":
+        value, offset = fit_platt(labels, logit, cfg.train.min_temperature)
+    model.set_temperature(classifier, value, offset)
     with files.atomic_path(cfg.model_path) as partial:
         classifier.save(partial)
-    return {"method": cfg.train.calibration if is_fitted else "none", "temperature": round(value, 4),
+    return {"method": method, "temperature": round(value, 4), "offset": round(offset, 4),
             "val_log_loss_before": round(before, 4),
-            "val_log_loss_after": round(log_loss_of_logits(labels, logit, value), 4), "n_val_examples": len(labels)}
+            "val_log_loss_after": round(log_loss_of_logits(labels, logit, value, offset), 4),
+            "n_val_examples": len(labels)}
 
 
 def calibration_examples(val_crops: pd.DataFrame, val_examples: pd.DataFrame) -> pd.DataFrame:
@@ -170,6 +182,21 @@ def fit_temperature(labels: np.ndarray, logit: np.ndarray, min_temperature: floa
     result = minimize_scalar(lambda log_t: log_loss_of_logits(labels, logit, float(np.exp(log_t))),
                              bounds=(low, max(high, low + 1e-6)), method="bounded")
     return float(np.exp(result.x))
+
+
+def fit_platt(labels: np.ndarray, logit: np.ndarray, min_temperature: float = 1.0) -> tuple[float, float]:
+    """The T >= min_temperature (at most MAX_TEMPERATURE) and offset b minimising the log loss of
+    sigmoid(logit / T + b): Platt scaling, the temperature plus val's FAKE share.
+
+    Starts from the best temperature alone, so it is never worse on val than "temperature".
+    """
+    from scipy.optimize import minimize
+
+    low, high = np.log(max(min_temperature, 1e-3)), np.log(MAX_TEMPERATURE)
+    start = np.log(fit_temperature(labels, logit, min_temperature))
+    result = minimize(lambda p: log_loss_of_logits(labels, logit, float(np.exp(p[0])), float(p[1])),
+                      x0=[start, 0.0], method="L-BFGS-B", bounds=[(low, max(high, low + 1e-6)), (None, None)])
+    return float(np.exp(result.x[0])), float(result.x[1])
 
 
 def frame_metrics(labels: np.ndarray, fake_probability: np.ndarray) -> dict[str, float | None]:
@@ -357,6 +384,32 @@ def _refuse_to_replace(cfg: Config) -> None:
         raise ConfigError(f"{cfg.model_path}: a model of another kind ({'; '.join(changed)}); set train.model_name "
                           f"to a new name (run_all.py -p train.model_name NAME) to keep both, or delete "
                           f"{cfg.model_card.name} to replace it")
+
+
+def _differs_in_calibration_alone(cfg: Config, split_sha256: str) -> bool:
+    """A complete model of this split whose train settings differ from cfg's in CALIBRATION_KEYS alone."""
+    if not (cfg.model_card.is_file() and cfg.model_path.is_file()):
+        return False
+    card = json.loads(cfg.model_card.read_text())
+
+    def without_calibration(recorded: dict[str, Any]) -> dict[str, Any]:
+        train_keys = {k: v for k, v in recorded.get("train", {}).items() if k not in CALIBRATION_KEYS}
+        return {**recorded, "train": train_keys}
+
+    new = json.loads(json.dumps(fingerprint(cfg)))
+    return (card.get("split_sha256") == split_sha256
+            and without_calibration(card.get("fingerprint", {})) == without_calibration(new))
+
+
+def _recalibrate(cfg: Config, crops: pd.DataFrame) -> dict[str, Any]:
+    """Fit cfg's calibration on the complete model again; its card then records it and cfg's settings."""
+    _, val_crops = _fit_splits(crops, cfg)
+    card = read_card(cfg)
+    card["calibration"] = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
+    card["fingerprint"] = fingerprint(cfg)
+    card["onnx"] = _export_sidecar(cfg)
+    files.write_json(card, cfg.model_card)
+    return card
 
 
 def _prepare_resume(cfg: Config, split_sha256: str) -> int:

@@ -91,15 +91,15 @@ def test_srm_residuals_are_zero_on_a_flat_image_and_bounded():
     assert residuals.shape == (1, 16, 16, 3) and np.abs(residuals).max() <= 1.0
 
 
-def test_the_temperature_divides_the_logit_and_survives_save_and_load(tmp_path):
+def test_the_temperature_and_offset_apply_to_the_logit_and_survive_save_and_load(tmp_path):
     train = TrainConfig(backbone="small_cnn", weights=None, image_size=32, cnn_filters=(4,), head="pool")
     classifier = model.build(train, crop_size=CROP_SIZE)
     logit = model.logits(classifier).predict(_crops(), verbose=0)
-    model.set_temperature(classifier, 4.0)
+    model.set_temperature(classifier, 4.0, offset=1.5)
     classifier.save(tmp_path / "calibrated.keras")
     loaded = model.load(tmp_path / "calibrated.keras")
-    assert model.temperature(loaded) == pytest.approx(4.0)
-    np.testing.assert_allclose(loaded.predict(_crops(), verbose=0), 1 / (1 + np.exp(-logit / 4.0)), atol=1e-5)
+    assert model.temperature(loaded) == pytest.approx(4.0) and model.offset(loaded) == pytest.approx(1.5)
+    np.testing.assert_allclose(loaded.predict(_crops(), verbose=0), 1 / (1 + np.exp(-(logit / 4.0 + 1.5))), atol=1e-5)
 
 
 def test_loading_a_missing_model_names_the_file(tmp_path):
@@ -142,20 +142,26 @@ def test_image_size_below_the_backbone_minimum_is_a_config_error():
         model.build(TrainConfig(backbone="inception_resnet_v2", image_size=64), crop_size=CROP_SIZE)
 
 
-def _saved_srm_classifier(path: Path, image_size: int = CROP_SIZE, framing: str = "margin") -> Path:
+def _saved_srm_classifier(path: Path, image_size: int = CROP_SIZE, framing: str = "margin",
+                          offset: float = 0.0) -> Path:
     train = TrainConfig(backbone="small_cnn", weights=None, front_end="srm", image_size=image_size,
                         cnn_filters=(4, 8), framing=framing)
-    model.build(train, crop_size=CROP_SIZE, margin=8).save(path)
+    classifier = model.build(train, crop_size=CROP_SIZE, margin=8)
+    if offset:
+        model.set_temperature(classifier, 2.0, offset)  # a Platt calibration
+    classifier.save(path)
     return path
 
 
-@pytest.mark.parametrize("framing, image_size", [("margin", CROP_SIZE), ("face", CROP_SIZE - 8)])  # face: the box
-def test_onnx_export_agrees_with_keras_for_any_batch_size_and_records_the_keras_sha(tmp_path, framing, image_size):
+@pytest.mark.parametrize("framing, image_size, offset", [("margin", CROP_SIZE, 0.0), ("face", CROP_SIZE - 8, 0.0),
+                                                         ("margin", CROP_SIZE, 1.5)])  # face: the box
+def test_onnx_export_agrees_with_keras_for_any_batch_size_and_records_the_keras_sha(tmp_path, framing, image_size,
+                                                                                    offset):
     import onnxruntime
 
     from dfhelpers import files, onnxfile
 
-    keras_path = _saved_srm_classifier(tmp_path / "classifier.keras", image_size, framing)
+    keras_path = _saved_srm_classifier(tmp_path / "classifier.keras", image_size, framing, offset)
     onnx_path = model.export_onnx(keras_path)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = model.load(keras_path).predict(_crops(5), verbose=0)

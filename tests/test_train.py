@@ -128,6 +128,19 @@ def test_other_fitting_settings_retrain_the_model_under_its_name(run_dir):
     assert train.is_trained(longer) and train.read_history(longer)["epoch"].tolist() == [1, 2]
 
 
+def test_a_changed_calibration_alone_refits_the_calibration_not_the_model(run_dir):
+    first = train.fit(_config(run_dir, epochs=1), progress=False)
+    before = train.evaluate(_config(run_dir, epochs=1))
+    platt = _config(run_dir, epochs=1, calibration="platt")
+    started = _EpochsStarted()
+    card = train.fit(platt, progress=False, callbacks=[started])
+    assert started.epochs == [] and card["trained_at"] == first["trained_at"]
+    assert card["calibration"]["method"] == "platt" and train.is_trained(platt)
+    assert card["onnx"]["keras_sha256"] == files.sha256(platt.model_path)  # the sidecar follows
+    after = train.evaluate(platt)  # measured again: the scores changed, the training did not
+    assert after["model_sha256"] != before["model_sha256"] and after["model_trained_at"] == before["model_trained_at"]
+
+
 def test_evaluate_writes_frame_level_test_metrics(run_dir):
     cfg = _config(run_dir, epochs=1)
     train.fit(cfg, progress=False)
@@ -144,12 +157,16 @@ def test_training_on_separable_crops_separates_the_test_identities(tmp_path):
     assert metrics["test_auc"] >= 0.95  # accuracy needs settled BatchNorm statistics: more steps than a test affords
 
 
-def test_the_card_records_a_temperature_that_does_not_raise_val_log_loss(run_dir):
-    card = train.fit(_config(run_dir, epochs=2), progress=False)
+@pytest.mark.parametrize("method", ["temperature", "platt"])
+def test_the_card_records_a_calibration_that_does_not_raise_val_log_loss(run_dir, method):
+    card = train.fit(_config(run_dir, epochs=2, calibration=method), progress=False)
     calibration = card["calibration"]
-    assert calibration["method"] == "temperature" and calibration["temperature"] >= 1.0
+    assert calibration["method"] == method and calibration["temperature"] >= 1.0
     assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"] + 1e-6
-    assert model.temperature(model.load(_config(run_dir).model_path)) == pytest.approx(calibration["temperature"], rel=1e-3)
+    loaded = model.load(_config(run_dir).model_path)
+    assert model.temperature(loaded) == pytest.approx(calibration["temperature"], rel=1e-3)
+    assert model.offset(loaded) == pytest.approx(calibration["offset"], abs=1e-3)
+    assert card["onnx"]["path"] is not None  # the ONNX export carries the offset too (checked against Keras)
 
 
 def test_fit_temperature_softens_over_confident_logits_and_never_sharpens():
@@ -158,6 +175,19 @@ def test_fit_temperature_softens_over_confident_logits_and_never_sharpens():
     honest = np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 1.5, 400)  # calibrated at T = 1 for this noise
     assert train.fit_temperature(labels, 8 * honest) > 3  # eight times too sure: T near 8 undoes it
     assert train.fit_temperature(labels, honest / 8, min_temperature=1.0) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_platt_takes_on_vals_fake_share_and_never_does_worse_than_the_temperature():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(4000) < 0.8).astype(int)  # 80% FAKE, as a face set's val
+    logit = np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 1.5, 4000)  # honest for half FAKE
+    value, offset = train.fit_platt(labels, logit)
+    assert offset == pytest.approx(np.log(4), abs=0.25)  # the prior's log odds, 0.8 / 0.2
+    assert value == pytest.approx(1.0, abs=0.15)
+    temperature_only = train.fit_temperature(labels, logit)
+    assert (logloss.log_loss_of_logits(labels, logit, value, offset)
+            < logloss.log_loss_of_logits(labels, logit, temperature_only) - 0.05)
+    assert train.fit_platt(labels, logit / 8, min_temperature=1.0)[0] == pytest.approx(1.0, abs=1e-3)  # no sharpening
 
 
 def test_a_model_wrong_on_val_is_calibrated_to_a_coin():
