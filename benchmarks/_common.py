@@ -121,7 +121,8 @@ def median_seconds(work: Callable[[], Any], repeats: int) -> float:
 def write_result(summary: dict[str, Any], out: Path | None) -> None:
     """Print the summary as the last line; with --out also write it with the command and commit that produced it."""
     # a NaN (the mean of nothing: a baseline run on 0 frames) is written as null: not measured, not 0
-    record = json_safe({"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), **summary})
+    record = json_safe({"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": COMMIT_AT_START,
+                        **summary})
     line = json.dumps(record, allow_nan=False)
     print(line, flush=True)
     if out is not None:
@@ -136,6 +137,10 @@ def commit() -> str:
                               cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+# the code a benchmark runs is the code it imported: an hour-long run outlives later commits
+COMMIT_AT_START = commit()
 
 
 def mean(values: Iterable[float]) -> float:
