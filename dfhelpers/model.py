@@ -110,7 +110,7 @@ def offset(classifier: keras.Model) -> float:
 
 
 def set_temperature(classifier: keras.Model, value: float, offset: float = 0.0) -> None:
-    """Make the classifier output sigmoid(logit / value + offset); saved with the model, applied wherever it is loaded.
+    """Make the classifier output sigmoid(logit / value + offset); saved with the model, applied wherever loaded.
 
     Call before the model's first predict (or save and reload): a traced predict keeps the old value.
     """

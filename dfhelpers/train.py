@@ -41,10 +41,10 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     """Train the classifier on the train split, selecting on val; resume or skip when possible.
 
     A complete model whose card matches the current split.csv and train config is not
-    retrained; one that differs in its calibration settings alone (CALIBRATION_KEYS) is
-    calibrated again, in a minute rather than a training run. An interrupted run continues after its last finished epoch. Writes
-    cfg.model_path (best epoch, atomically), cfg.history_csv, its ONNX sidecar (for scoring
-    without TensorFlow) and, last, cfg.model_card.
+    retrained; one that differs in its calibration settings alone (CALIBRATION_KEYS) is only
+    calibrated again (the time of scoring val). An interrupted run continues after its last
+    finished epoch. Writes cfg.model_path (best epoch, atomically), cfg.history_csv, its ONNX
+    sidecar (for scoring without TensorFlow) and, last, cfg.model_card.
 
     Args:
         callbacks: extra Keras callbacks, run after ours (a custom progress display, a test's interrupt).
