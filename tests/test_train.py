@@ -131,11 +131,12 @@ def test_other_fitting_settings_retrain_the_model_under_its_name(run_dir):
 def test_a_changed_calibration_alone_refits_the_calibration_not_the_model(run_dir):
     first = train.fit(_config(run_dir, epochs=1), progress=False)
     before = train.evaluate(_config(run_dir, epochs=1))
-    platt = _config(run_dir, epochs=1, calibration="platt")
+    platt = _config(run_dir, epochs=1, calibration="platt", min_temperature=50.0)  # T >= 50: another model file
     started = _EpochsStarted()
     card = train.fit(platt, progress=False, callbacks=[started])
     assert started.epochs == [] and card["trained_at"] == first["trained_at"]
-    assert card["calibration"]["method"] == "platt" and train.is_trained(platt)
+    assert card["calibration"]["method"] == "platt" and card["calibration"]["temperature"] >= 50
+    assert train.is_trained(platt)
     assert card["onnx"]["keras_sha256"] == files.sha256(platt.model_path)  # the sidecar follows
     after = train.evaluate(platt)  # measured again: the scores changed, the training did not
     assert after["model_sha256"] != before["model_sha256"] and after["model_trained_at"] == before["model_trained_at"]
