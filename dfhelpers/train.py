@@ -85,12 +85,9 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
         callbacks=[*_callbacks(cfg, prior_history, n_per_epoch, progress), *callbacks],
         verbose=0,
     )
-    calibration = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
-    card["calibration"] = calibration
     card["init"] = parent  # the classifier this one was fine-tuned from (path, sha256), or None
-    card["onnx"] = _export_sidecar(cfg)  # after calibration: the export must carry the final temperature
-    files.write_json(card, cfg.model_card)
+    _calibrate_and_write(cfg, card, crops, val_crops)
     shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)  # the card now marks the model complete
     return card
 
@@ -405,9 +402,15 @@ def _recalibrate(cfg: Config, crops: pd.DataFrame) -> dict[str, Any]:
     """Fit cfg's calibration on the complete model again; its card then records it and cfg's settings."""
     _, val_crops = _fit_splits(crops, cfg)
     card = read_card(cfg)
-    card["calibration"] = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_crops))
     card["fingerprint"] = fingerprint(cfg)
-    card["onnx"] = _export_sidecar(cfg)
+    return _calibrate_and_write(cfg, card, crops, val_crops)
+
+
+def _calibrate_and_write(cfg: Config, card: dict[str, Any], crops: pd.DataFrame,
+                         val_examples: pd.DataFrame) -> dict[str, Any]:
+    """Calibrate the saved model, export its ONNX sidecar and write the card, which marks it complete."""
+    card["calibration"] = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_examples))
+    card["onnx"] = _export_sidecar(cfg)  # after calibration: the export must carry the final temperature
     files.write_json(card, cfg.model_card)
     return card
 
