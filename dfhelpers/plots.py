@@ -89,6 +89,11 @@ def training_curves(history: pd.DataFrame, best_epoch: int | None = None) -> plt
     """
     panels = [(name, title) for name, title in [("loss", "Loss"), ("acc", "Accuracy"), ("auc", "ROC AUC")]
               if name in history.columns]
+    if not panels:  # train.epochs 0: a calibrated train.init, no epoch to show
+        fig, ax = plt.subplots(figsize=(4.2, 1.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no epochs trained", ha="center", va="center")
+        return fig
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (name, title) in zip(axes[0], panels):
         ax.plot(history["epoch"], history[name], marker=".", label=name)

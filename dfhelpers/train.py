@@ -43,7 +43,8 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     A complete model whose card matches the current split.csv and train config is not
     retrained; one that differs in its calibration settings alone (CALIBRATION_KEYS) is only
     calibrated again (the time of scoring val). An interrupted run continues after its last
-    finished epoch. Writes cfg.model_path (best epoch, atomically), cfg.history_csv, its ONNX
+    finished epoch. With train.epochs 0, train.init's classifier is only calibrated on this
+    split (_adopt). Writes cfg.model_path (best epoch, atomically), cfg.history_csv, its ONNX
     sidecar (for scoring without TensorFlow) and, last, cfg.model_card.
 
     Args:
@@ -62,6 +63,8 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     crops, bad = inputs.check_crops(split, cfg.work_dir, cfg.faces.crop_size, cfg.train.on_bad_crop, progress)
     if _differs_in_calibration_alone(cfg, split_sha256):
         return _recalibrate(cfg, crops)
+    if cfg.train.epochs == 0:
+        return _adopt(cfg, split_sha256, crops, bad)
     train_crops, val_crops = _fit_splits(crops, cfg)
     initial_epoch = _prepare_resume(cfg, split_sha256)
     prior_history = _prior_history(cfg, initial_epoch)
@@ -87,7 +90,7 @@ def fit(cfg: Config, *, progress: bool = True, callbacks: Sequence[keras.callbac
     )
     card = _card(cfg, split_sha256, train_crops, val_crops, bad, class_weight, time.monotonic() - started)
     card["init"] = parent  # the classifier this one was fine-tuned from (path, sha256), or None
-    _calibrate_and_write(cfg, card, crops, val_crops)
+    _calibrate_and_write(cfg, card, crops)
     shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)  # the card now marks the model complete
     return card
 
@@ -400,16 +403,46 @@ def _differs_in_calibration_alone(cfg: Config, split_sha256: str) -> bool:
 
 def _recalibrate(cfg: Config, crops: pd.DataFrame) -> dict[str, Any]:
     """Fit cfg's calibration on the complete model again; its card then records it and cfg's settings."""
-    _, val_crops = _fit_splits(crops, cfg)
     card = read_card(cfg)
     card["fingerprint"] = fingerprint(cfg)
-    return _calibrate_and_write(cfg, card, crops, val_crops)
+    return _calibrate_and_write(cfg, card, crops)
 
 
-def _calibrate_and_write(cfg: Config, card: dict[str, Any], crops: pd.DataFrame,
-                         val_examples: pd.DataFrame) -> dict[str, Any]:
+def _adopt(cfg: Config, split_sha256: str, crops: pd.DataFrame, bad: pd.DataFrame) -> dict[str, Any]:
+    """train.epochs 0: train.init's classifier unchanged but for its calibration, fitted on this split.
+
+    Nothing trains, so every labelled crop outside test (train and val) calibrates: a general model
+    made to give honest probabilities on a user's own footage from a few labelled videos, in the
+    time of scoring them. The test split stays unseen.
+    """
+    known = crops[crops["split"] != "test"]
+    if known["label_index"].nunique() < 2:
+        raise SplitError(f"{cfg.split_csv}: calibrating train.init needs REAL and FAKE crops outside the test split; "
+                         "lower split.test_fraction or add labelled videos, then re-run notebook 03")
+    started = time.monotonic()
+    cfg.model_card.unlink(missing_ok=True)
+    cfg.history_csv.unlink(missing_ok=True)  # no epochs: an earlier run's history would describe another model
+    classifier = model.build(cfg.train, cfg.faces.crop_size, cfg.faces.margin)
+    parent = model.initialize_from(classifier, cfg.train.init)
+    with files.atomic_path(cfg.model_path) as partial:
+        classifier.save(partial)
+    card = _card(cfg, split_sha256, known.iloc[:0], known, bad, None, time.monotonic() - started)
+    card["init"] = parent
+    return _calibrate_and_write(cfg, card, crops)
+
+
+def _calibration_set(cfg: Config, crops: pd.DataFrame) -> pd.DataFrame:
+    """The crops the calibration is fitted on: val's (calibration_examples), or with train.epochs 0,
+    when nothing trains, every given crop outside test."""
+    if cfg.train.epochs == 0:
+        return crops[crops["split"] != "test"]
+    _, val_examples = _fit_splits(crops, cfg)
+    return calibration_examples(crops[crops["split"] == "val"], val_examples)
+
+
+def _calibrate_and_write(cfg: Config, card: dict[str, Any], crops: pd.DataFrame) -> dict[str, Any]:
     """Calibrate the saved model, export its ONNX sidecar and write the card, which marks it complete."""
-    card["calibration"] = calibrate(cfg, calibration_examples(crops[crops["split"] == "val"], val_examples))
+    card["calibration"] = calibrate(cfg, _calibration_set(cfg, crops))
     card["onnx"] = _export_sidecar(cfg)  # after calibration: the export must carry the final temperature
     files.write_json(card, cfg.model_card)
     return card
@@ -440,8 +473,10 @@ def _card(cfg: Config, split_sha256: str, train_crops: pd.DataFrame, val_crops: 
           bad: pd.DataFrame, class_weight: dict[int, float] | None, seconds: float) -> dict[str, Any]:
     history = read_history(cfg)
     monitor = _monitor(cfg)
-    values = history[monitor]
-    best_row = history.loc[values.idxmin() if monitor.endswith("loss") else values.idxmax()]
+    best_row = pd.Series({"epoch": 0})  # train.epochs 0: no epoch, the parent as it came
+    if not history.empty:
+        values = history[monitor]
+        best_row = history.loc[values.idxmin() if monitor.endswith("loss") else values.idxmax()]
     return {
         "model_name": cfg.train.model_name,
         "model_path": str(cfg.model_path),
@@ -455,7 +490,7 @@ def _card(cfg: Config, split_sha256: str, train_crops: pd.DataFrame, val_crops: 
         "class_weight": class_weight,
         "best_epoch": int(best_row["epoch"]),
         "best_metrics": {k: float(v) for k, v in best_row.items() if k not in ("epoch", "seconds")},
-        "epochs_run": int(history["epoch"].max()),
+        "epochs_run": int(history["epoch"].max()) if not history.empty else 0,
         "seconds_this_run": round(seconds, 1),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},

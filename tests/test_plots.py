@@ -117,3 +117,10 @@ def test_confusion_and_timeline_figures_show_the_counts_and_every_track(predicti
     import matplotlib.image
 
     assert matplotlib.image.imread(saved[0]).shape[1] > 600
+
+
+def test_training_curves_draw_a_panel_per_metric_and_say_when_no_epoch_was_trained():
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [0.7, 0.5], "val_loss": [0.8, 0.6], "auc": [0.6, 0.8]})
+    assert len(plots.training_curves(history, best_epoch=2).axes) == 2
+    calibrated_only = plots.training_curves(pd.DataFrame(columns=["epoch"]), best_epoch=0)  # train.epochs 0
+    assert [text.get_text() for text in calibrated_only.axes[0].texts] == ["no epochs trained"]

@@ -316,6 +316,36 @@ def test_init_starts_from_a_trained_classifier_and_the_card_names_it(tmp_path):
     assert card["init"] == {"path": str(parent_cfg.model_path), "sha256": files.sha256(parent_cfg.model_path)}
 
 
+def test_zero_epochs_calibrates_the_parent_on_every_crop_outside_test_and_trains_nothing(tmp_path):
+    crops.write_square_run(tmp_path, CROP_SIZE)
+    parent_cfg = _config(tmp_path, model_name="parent", epochs=1, calibration="none")
+    train.fit(parent_cfg, progress=False)
+    child_cfg = _config(tmp_path, model_name="child", epochs=0, init=str(parent_cfg.model_path),
+                        calibration="platt", min_temperature=3.0)  # T >= 3: the child's scores must change
+    started = _EpochsStarted()
+    card = train.fit(child_cfg, progress=False, callbacks=[started])
+    split = pd.read_csv(child_cfg.split_csv)
+    assert started.epochs == [] and (card["epochs_run"], card["best_epoch"], card["n_train_crops"]) == (0, 0, 0)
+    assert card["init"]["sha256"] == files.sha256(parent_cfg.model_path)
+    assert card["calibration"]["n_val_examples"] == int((split["split"] != "test").sum())  # train and val
+    assert card["calibration"]["method"] == "platt" and card["calibration"]["temperature"] >= 3.0
+    parent, child = model.load(parent_cfg.model_path), model.load(child_cfg.model_path)
+    assert model.temperature(child) == pytest.approx(card["calibration"]["temperature"], rel=1e-3)
+    trained = [(a, b) for a, b in zip(parent.get_weights(), child.get_weights()) if a.size > 1]  # not T or b
+    assert trained and all(np.array_equal(a, b) for a, b in trained)
+    assert train.read_history(child_cfg).empty and train.is_trained(child_cfg)
+    assert train.evaluate(child_cfg)["n_test_crops"] == int((split["split"] == "test").sum())
+    assert train.fit(child_cfg, progress=False)["trained_at"] == card["trained_at"]  # complete: not redone
+
+
+def test_zero_epochs_without_a_model_to_start_from_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="train.epochs is 0, train.init is null;.*set train.init"):
+        _config(tmp_path, epochs=0)
+    adopted = _config(tmp_path, split={"val_fraction": 0}, epochs=0, warmup_epochs=1, lr_schedule="cosine",
+                      init=str(tmp_path / "parent.keras"))  # no val and a warm-up: nothing trains, both fine
+    assert adopted.train.epochs == 0
+
+
 def test_init_from_a_classifier_of_another_architecture_names_the_keys(tmp_path):
     crops.write_square_run(tmp_path, CROP_SIZE)
     parent_cfg = _config(tmp_path, model_name="parent", epochs=1)
