@@ -160,7 +160,8 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _card(model_path: Path) -> dict[str, Any]:
-    """What the model card says of how the model was made (backbone, fakes, calibration, epochs)."""
+    """What the model card says of how the model was made (backbone, fakes, calibration, epochs, and
+    the start: the sha256 of the train.init classifier it was fine-tuned or calibrated from)."""
     import json
 
     card_path = model_path.with_suffix(".json")
@@ -172,7 +173,8 @@ def _card(model_path: Path) -> dict[str, Any]:
             "image_size": train.get("image_size"), "best_epoch": card.get("best_epoch"),
             "calibration": calibration.get("method"), "temperature": calibration.get("temperature"),
             "offset": calibration.get("offset"), "trained_at": card.get("trained_at"),
-            "n_train_crops": card.get("n_train_crops"), "seconds": card.get("seconds_this_run")}
+            "n_train_crops": card.get("n_train_crops"), "seconds": card.get("seconds_this_run"),
+            "init_sha256": (card.get("init") or {}).get("sha256", "")[:12] or None}
 
 
 def _rounded_comparison(comparison: dict[str, Any]) -> dict[str, Any]:

@@ -356,7 +356,7 @@ INSTALL_COLUMNS: list[Column] = [
 ]
 
 MODEL_CARD_FIELDS = ("backbone", "fakes", "epochs", "image_size", "best_epoch", "calibration", "temperature", "offset",
-                     "n_train_crops", "seconds", "trained_at")
+                     "n_train_crops", "seconds", "trained_at", "init_sha256")
 
 PROVENANCE_COLUMNS: list[Column] = [
     ("command", _code("command")), ("commit", _code("commit")), ("machine", _machine),

@@ -156,3 +156,12 @@ def test_groups_from_a_split_csv_the_training_would_refuse_is_a_one_line_error_n
     with pytest.raises(SystemExit, match=r"split\.csv: unknown label\(s\) \['MAYBE'\]") as raised:
         bench.main([str(tmp_path / "unused.keras"), str(folder), "--groups-from", str(split_csv)])
     assert "\n" not in str(raised.value.code)
+
+
+def test_the_model_card_summary_names_the_classifier_a_model_started_from(bench, tmp_path):
+    card = {"backbone": "efficientnet_lite0", "best_epoch": 0, "fingerprint": {"train": {"epochs": 0}},
+            "calibration": {"method": "temperature", "temperature": 6.3}, "init": {"path": "p.keras", "sha256": "ab" * 32}}
+    (tmp_path / "adopted.json").write_text(json.dumps(card))
+    (tmp_path / "own.json").write_text(json.dumps({**card, "init": None}))
+    assert bench._card(tmp_path / "adopted.keras")["init_sha256"] == "ab" * 6
+    assert bench._card(tmp_path / "own.keras")["init_sha256"] is None
