@@ -43,30 +43,42 @@ def evaluate(predictions: pd.DataFrame, threshold: float, faces: pd.DataFrame | 
     return metrics
 
 
-def measure(samples: tuple[np.ndarray, list[np.ndarray]], threshold: float, boot: dict[str, Any]) -> dict[str, Any]:
-    """Point metrics and bootstrap intervals of per-video samples (is_fake per video, scores per video).
+Samples = tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]  # is_fake, scores and rank scores per video
+
+
+def measure(samples: Samples, threshold: float, boot: dict[str, Any]) -> dict[str, Any]:
+    """Point metrics and bootstrap intervals of per-video samples (is_fake per video, its scores,
+    and the scores it ranks by).
 
     Each video contributes all its scores (one at video level, its faces at frame level); the
     bootstrap draws videos with replacement, `boot["n"]` times from `boot["seed"]`.
     """
-    is_fake, scores = samples
-    point = point_metrics(*_flatten(is_fake, scores), threshold)
+    is_fake, scores, ranks = samples
+
+    def metrics_of(picks: np.ndarray | None) -> dict[str, Any]:
+        labels, flat = _flatten(is_fake, scores, picks)
+        return point_metrics(labels, flat, threshold, ranks=_flatten(is_fake, ranks, picks)[1])
+
+    point = metrics_of(None)
     result: dict[str, Any] = {name: point[name] for name in METRIC_NAMES}
     result["notes"] = point["notes"]
     result["intervals"] = {name: [math.nan, math.nan] for name in METRIC_NAMES}
     if boot["n"] > 0 and len(is_fake):
         rng = np.random.default_rng(boot["seed"])
-        draws = _draw_values([point_metrics(*_flatten(is_fake, scores, rng.integers(0, len(is_fake), len(is_fake))),
-                                            threshold) for _ in range(boot["n"])])
+        draws = _draw_values([metrics_of(rng.integers(0, len(is_fake), len(is_fake))) for _ in range(boot["n"])])
         result["intervals"].update(_percentile_intervals(draws, boot["confidence"]))
     return result
 
 
-def point_metrics(is_fake: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+def point_metrics(is_fake: np.ndarray, scores: np.ndarray, threshold: float,
+                  ranks: np.ndarray | None = None) -> dict[str, Any]:
     """AUC, AP, EER, log loss and accuracy of labels (1 = FAKE) and scores P(FAKE), from scikit-learn.
 
-    AUC, AP and EER need both classes: with one they are NaN and `notes` says why.
+    AUC, AP and EER rank by `ranks` when given (the video scores before score.clip, which
+    would tie every video beyond it), log loss and accuracy use `scores`. They need both
+    classes: with one they are NaN and `notes` says why.
     """
+    ranks = scores if ranks is None else ranks
     from sklearn.metrics import auc, average_precision_score, roc_curve
 
     result: dict[str, Any] = {name: math.nan for name in METRIC_NAMES}
@@ -80,8 +92,8 @@ def point_metrics(is_fake: np.ndarray, scores: np.ndarray, threshold: float) -> 
         result["notes"].append(f"AUC, AP and EER undefined: every labelled video is {only}; "
                                "they need both REAL and FAKE videos")
         return result
-    fpr, tpr, _ = roc_curve(is_fake, scores)  # one curve for AUC and EER: the bootstrap calls this 1000s of times
-    result.update(auc=float(auc(fpr, tpr)), ap=float(average_precision_score(is_fake, scores)),
+    fpr, tpr, _ = roc_curve(is_fake, ranks)  # one curve for AUC and EER: the bootstrap calls this 1000s of times
+    result.update(auc=float(auc(fpr, tpr)), ap=float(average_precision_score(is_fake, ranks)),
                   eer=_eer_of_curve(fpr, tpr))
     return result
 
@@ -123,7 +135,8 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float, n
     Raises:
         ValueError: the two tables do not label the same videos alike.
     """
-    columns = ["video", "label", "score"]
+    baseline, candidate = _with_rank_score(baseline), _with_rank_score(candidate)
+    columns = ["video", "label", "score", "rank_score"]
     paired = (baseline[baseline["label"].isin(LABELS)][columns]
               .merge(candidate[candidate["label"].isin(LABELS)][columns], on="video", suffixes=("_a", "_b")))
     n_labelled = [int(table["label"].isin(LABELS).sum()) for table in (baseline, candidate)]
@@ -131,10 +144,11 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float, n
         raise ValueError(f"compare: the two tables must label the same videos alike ({n_labelled[0]} and "
                          f"{n_labelled[1]} labelled, {len(paired)} in common)")
     is_fake = label_index(paired["label_a"])
-    scores = [paired[f"score_{side}"].to_numpy(dtype=np.float64) for side in ("a", "b")]
+    scores = [tuple(paired[f"{column}_{side}"].to_numpy(dtype=np.float64) for column in ("score", "rank_score"))
+              for side in ("a", "b")]
 
     def difference(picks: np.ndarray) -> dict[str, float]:
-        a, b = (point_metrics(is_fake[picks], side[picks], threshold) for side in scores)
+        a, b = (point_metrics(is_fake[picks], score[picks], threshold, ranks=rank[picks]) for score, rank in scores)
         return {name: b[name] - a[name] for name in METRIC_NAMES}
 
     everything = np.arange(len(paired))
@@ -232,18 +246,28 @@ def _eer_of_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(fpr[before] + share * (fpr[after] - fpr[before]))
 
 
-def _video_samples(labelled: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(is_fake per video, [its one video score]) of labelled predictions."""
-    is_fake = label_index(labelled["label"])
-    return is_fake, [np.array([score], dtype=np.float64) for score in labelled["score"].to_numpy(dtype=np.float64)]
+def _with_rank_score(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Predictions with a rank_score column: their own, or (a table written without one) the score."""
+    return predictions if "rank_score" in predictions.columns else predictions.assign(rank_score=predictions["score"])
 
 
-def _frame_samples(labelled: pd.DataFrame, faces: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(is_fake per video, [its face scores]) of the labelled videos with at least one face."""
+def _video_samples(labelled: pd.DataFrame) -> Samples:
+    """(is_fake per video, [its one video score], [its one rank score]) of labelled predictions."""
+    labelled = _with_rank_score(labelled)
+
+    def each(column: str) -> list[np.ndarray]:
+        return [np.array([value], dtype=np.float64) for value in labelled[column].to_numpy(dtype=np.float64)]
+
+    return label_index(labelled["label"]), each("score"), each("rank_score")
+
+
+def _frame_samples(labelled: pd.DataFrame, faces: pd.DataFrame) -> Samples:
+    """(is_fake per video, [its face scores], the same as ranks) of the labelled videos with a face."""
     by_video = {video: group["score"].to_numpy(dtype=np.float64)
                 for video, group in faces.groupby("video")} if len(faces) else {}
     kept = labelled[labelled["video"].isin(by_video)]
-    return label_index(kept["label"]), [by_video[video] for video in kept["video"]]
+    scores = [by_video[video] for video in kept["video"]]
+    return label_index(kept["label"]), scores, scores
 
 
 def _flatten(is_fake: np.ndarray, scores: list[np.ndarray],

@@ -10,7 +10,9 @@ import pandas as pd
 from dfhelpers.config import ScoreConfig
 from dfhelpers.runfolder import LABELS
 
-PREDICTION_COLUMNS = ["video", "status", "n_faces", "faces_used", "track", "score", "verdict", "label", "path"]
+# rank_score: the score before score.clip, which AUC, AP and EER rank by (the clip would tie confident videos)
+PREDICTION_COLUMNS = ["video", "status", "n_faces", "faces_used", "track", "score", "rank_score", "verdict", "label",
+                      "path"]
 FACE_COLUMNS = ["video", "frame", "face", "track", "x1", "y1", "x2", "y2", "prob", "score", "crop"]  # box: full-res px
 STATUS_OK = "ok"
 PRIOR_STATUSES = ("no_face", "few_faces", "unreadable", "error")  # status kinds scored with the prior
@@ -52,15 +54,18 @@ AGGREGATIONS: dict[str, Callable[[np.ndarray, ScoreConfig], float]] = {
 
 
 def aggregate(face_scores: np.ndarray, score_cfg: ScoreConfig) -> float:
-    """One video score from its face scores with the configured rule, then clipped.
+    """One video score from its face scores with the configured rule, then clipped."""
+    return clip_score(unclipped_score(face_scores, score_cfg), score_cfg)
 
-    Fewer than `min_faces` faces (or too few to trim) give the prior, as the original did.
-    """
+
+def unclipped_score(face_scores: np.ndarray, score_cfg: ScoreConfig) -> float:
+    """The video score before score.clip: the configured rule's, or the prior for fewer than
+    `min_faces` faces (or too few to trim), as the original did. Videos rank by it."""
     n_faces = len(face_scores)
     too_few_to_trim = score_cfg.aggregation == "trimmed_mean" and n_faces <= 2 * score_cfg.trim
     if n_faces == 0 or n_faces < score_cfg.min_faces or too_few_to_trim:
-        return clip_score(score_cfg.prior, score_cfg)
-    return clip_score(AGGREGATIONS[score_cfg.aggregation](face_scores, score_cfg), score_cfg)
+        return float(score_cfg.prior)
+    return float(AGGREGATIONS[score_cfg.aggregation](face_scores, score_cfg))
 
 
 def clip_score(score: float, score_cfg: ScoreConfig) -> float:
@@ -75,7 +80,8 @@ def clip_score(score: float, score_cfg: ScoreConfig) -> float:
 
 
 def video_score(faces: pd.DataFrame, score_cfg: ScoreConfig) -> dict[str, Any]:
-    """Score one video from its faces (columns track, score): score, status, faces_used, track.
+    """Score one video from its faces (columns track, score): score, rank_score (unclipped), status,
+    faces_used, track.
 
     With per_track "max" each track with at least `min_faces` faces is scored on its own
     and the most suspicious one decides (a swap may touch one of several people); when no
@@ -83,16 +89,17 @@ def video_score(faces: pd.DataFrame, score_cfg: ScoreConfig) -> dict[str, Any]:
     """
     n_faces = len(faces)
     if per_track_decides(faces, score_cfg):
-        by_track = {track: aggregate(group["score"].to_numpy(), score_cfg)
+        by_track = {track: unclipped_score(group["score"].to_numpy(), score_cfg)
                     for track, group in faces.groupby("track") if len(group) >= score_cfg.min_faces}
         track = max(by_track, key=lambda t: by_track[t])
-        return {"score": by_track[track], "status": STATUS_OK,
+        return {"score": clip_score(by_track[track], score_cfg), "rank_score": by_track[track], "status": STATUS_OK,
                 "faces_used": int((faces["track"] == track).sum()), "track": int(track)}
     status = STATUS_OK if n_faces >= score_cfg.min_faces else (
         f"few_faces: {n_faces} faces < min_faces {score_cfg.min_faces}; scored with the prior")
     if n_faces == 0:
         status = "no_face: no face found in the sampled frames; scored with the prior"
-    return {"score": aggregate(faces["score"].to_numpy(), score_cfg), "status": status,
+    unclipped = unclipped_score(faces["score"].to_numpy(), score_cfg)
+    return {"score": clip_score(unclipped, score_cfg), "rank_score": unclipped, "status": status,
             "faces_used": n_faces, "track": -1}
 
 
@@ -121,7 +128,7 @@ def predictions_from_faces(videos: pd.DataFrame, faces: pd.DataFrame, statuses: 
         scored = video_score(video_faces, score_cfg)
         status = _final_status(str(statuses.get(video, STATUS_OK)), scored["status"])
         if status.split(":")[0] in PRIOR_STATUSES:
-            scored["score"] = clip_score(score_cfg.prior, score_cfg)
+            scored["score"], scored["rank_score"] = clip_score(score_cfg.prior, score_cfg), float(score_cfg.prior)
         rows.append({**scored, "video": video, "status": status, "n_faces": len(video_faces),
                      "label": label, "path": str(path),
                      "verdict": verdict(scored["score"], status, score_cfg.threshold)})

@@ -186,3 +186,18 @@ def test_compare_refuses_tables_of_other_videos_or_labels():
         compare(baseline, candidate.iloc[:-1], 0.5)
     with pytest.raises(ValueError, match="same videos alike"):
         compare(baseline, candidate.assign(label=candidate["label"].iloc[::-1].to_numpy()), 0.5)
+
+
+def test_ranking_metrics_order_videos_by_the_score_before_the_clip_and_log_loss_uses_the_clipped_one():
+    labels = ["REAL", "FAKE", "REAL", "FAKE"]
+    unclipped = np.array([0.991, 0.999, 0.2, 0.995])  # both FAKE videos above the REAL ones, three beyond 0.99
+    clipped = pd.DataFrame({"video": list("abcd"), "label": labels, "status": "ok", "score": np.minimum(unclipped, 0.99)})
+    ranked = clipped.assign(rank_score=unclipped)
+    tied = evaluate(clipped, 0.5)
+    result = evaluate(ranked, 0.5)
+    assert tied["auc"] == pytest.approx(roc_auc_score([0, 1, 0, 1], clipped["score"]))
+    assert tied["auc"] < 1  # the REAL video at 0.991 ties with both FAKE ones at 0.99
+    assert result["auc"] == 1.0 and result["eer"] == 0.0 and result["ap"] == 1.0
+    assert result["log_loss"] == tied["log_loss"] == pytest.approx(log_loss([0, 1, 0, 1], clipped["score"]))
+    paired = compare(clipped, ranked, 0.5, n_bootstrap=0)
+    assert paired["difference"]["auc"] == pytest.approx(1 - tied["auc"]) and paired["difference"]["log_loss"] == 0

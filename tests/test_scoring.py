@@ -103,3 +103,12 @@ def test_videos_scored_with_the_prior_are_counted_and_not_judged():
     assert scoring.verdict(0.5, "ok", 0.5) == "FAKE" and scoring.verdict(0.49, "ok", 0.5) == "REAL"
     statuses = pd.DataFrame({"status": ["ok", "no_face: x", "few_faces: y", "unreadable: z"]})
     assert scoring.status_counts(statuses)["n_prior"] == 3
+
+
+def test_a_video_keeps_its_score_before_the_clip_to_rank_by():
+    sure = scoring.video_score(faces_of([0.999] * 20), ScoreConfig(aggregation="mean"))
+    surer = scoring.video_score(faces_of([0.9999] * 20), ScoreConfig(aggregation="mean"))
+    assert sure["score"] == surer["score"] == 0.99
+    assert sure["rank_score"] == pytest.approx(0.999) and surer["rank_score"] == pytest.approx(0.9999)
+    no_face = scoring.video_score(faces_of([]), ScoreConfig())
+    assert no_face["score"] == no_face["rank_score"] == 0.5
