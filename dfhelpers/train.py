@@ -436,8 +436,8 @@ def _calibration_set(cfg: Config, crops: pd.DataFrame) -> pd.DataFrame:
     when nothing trains, every given crop outside test."""
     if cfg.train.epochs == 0:
         return crops[crops["split"] != "test"]
-    _, val_examples = _fit_splits(crops, cfg)
-    return calibration_examples(crops[crops["split"] == "val"], val_examples)
+    val_crops = crops[crops["split"] == "val"]
+    return calibration_examples(val_crops, inputs.examples(val_crops, cfg, "val"))
 
 
 def _calibrate_and_write(cfg: Config, card: dict[str, Any], crops: pd.DataFrame) -> dict[str, Any]:
