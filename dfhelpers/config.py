@@ -149,9 +149,11 @@ class TrainConfig:
     image_size: int = 160  # faces.crop_size's default: no resize; crops of another size are resized inside the model
     # what of a crop the model sees: "margin" the whole crop, the face box and faces.margin px of its surroundings
     # (hair, ears, background and the edge of a swapped face); "face" the face box only, cut from the centre of the
-    # crop and enlarged to image_size inside the model (the framing of tight face sets); paired on held-out
-    # FF++ identities in docs/accuracy.md
-    framing: Literal["margin", "face"] = "margin"
+    # crop and enlarged to image_size inside the model; paired on held-out FF++ identities in docs/accuracy.md.
+    # "padded_face": the face box at its own pixels, the margin filled with its repeated edge pixels, as a tight
+    # face set's padded crops are: a model trained on such a set sees video crops framed as it learned
+    # (configs/deepfake_faces.yaml, docs/face-datasets.md)
+    framing: Literal["margin", "face", "padded_face"] = "margin"
     # layers before the one of this name are frozen, e.g. "block4_expand_conv" for efficientnet_lite0 (stem,
     # 80 and 40 px stages: generic edges ImageNet taught; half the CPU training time); null trains every layer:
     # freezing the stem ranked held-out identities no better (docs/accuracy.md)

@@ -54,7 +54,8 @@ def build(train: TrainConfig, crop_size: int, margin: int = 0) -> keras.Model:
     """The uncompiled classifier: crops (N, crop_size, crop_size, 3) in 0..255 -> (N, 1) P(FAKE).
 
     The framing (train.framing "face": the centre crop_size - margin px, the face box, of crops
-    cut with faces.margin px around it), resizing to train.image_size, the optional SRM front end
+    cut with faces.margin px around it; "padded_face": that box with its edge pixels repeated over
+    the margin), resizing to train.image_size, the optional SRM front end
     and the backbone's own input scaling all happen inside the model, so scoring feeds raw crop
     pixels and a model always sees the framing it was trained on.
 
@@ -68,6 +69,8 @@ def build(train: TrainConfig, crop_size: int, margin: int = 0) -> keras.Model:
     if train.framing == "face" and margin > 0:
         side, before = crop_size - margin, margin // 2  # facenet-pytorch's extract_face: half the margin each side
         pixels = keras.layers.Cropping2D(((before, margin - before),) * 2, name="face_box")(pixels)
+    elif train.framing == "padded_face" and margin > 0:
+        pixels = FaceBoxEdges(margin // 2, margin - margin // 2, name="face_box_edges")(pixels)
     if train.image_size != side:
         pixels = keras.layers.Resizing(train.image_size, train.image_size, antialias=True, name="resize")(pixels)
     features = _scale(pixels, backbone)
@@ -218,6 +221,33 @@ class SRMResiduals(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "truncation": self.truncation}
+
+
+@keras.saving.register_keras_serializable(package="dfdetect")
+class FaceBoxEdges(keras.layers.Layer):
+    """The face box of a crop at its own pixels, its margin filled by repeating the box's edge pixels.
+
+    A tight face set's images hold little beyond the face box, so its crops are padded out to the
+    margin with repeated edge pixels (dfhelpers.imagesets.pad); a video crop's margin holds hair
+    and background instead. A model that sees every crop through this layer, in training and in
+    scoring, sees one framing whatever the source. `before` and `after` px of the margin lie on
+    either side of the box (facenet-pytorch's extract_face: half the margin each side).
+    """
+
+    def __init__(self, before: int, after: int, **kwargs):
+        super().__init__(**kwargs)
+        self.before, self.after = int(before), int(after)
+
+    def call(self, pixels):
+        side = pixels.shape[1]  # crops are square (dfhelpers.faces.crop_face)
+        inside = np.clip(np.arange(side), self.before, side - self.after - 1).astype("int32")
+        return keras.ops.take(keras.ops.take(pixels, inside, axis=1), inside, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "before": self.before, "after": self.after}
 
 
 # --- backbones ------------------------------------------------------------------------------

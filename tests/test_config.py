@@ -42,7 +42,7 @@ def test_unknown_key_names_the_key_and_the_file_and_suggests_the_closest_key(tmp
     ("split:\n  balance: sometimes\n", "must be one of 'per_group', 'global', 'none'"),  # the choices listed
     ("score:\n  trim: 5\n  min_faces: 10\n", r"score.min_faces is 10, score.trim is 5; a trimmed mean needs more"),
     ("faces:\n  crop_size: 24\n", r"faces.margin is 50, faces.crop_size is 24; the margin must be smaller"),
-    ("faces:\n  margin: 0\ntrain:\n  framing: face\n", r"train.framing is 'face', faces.margin is 0; framing 'face'"),
+    ("faces:\n  margin: 0\ntrain:\n  framing: face\n", r"train.framing is 'face', faces.margin is 0; framings 'face' and 'padded_face'"),
     ("split:\n  val_fraction: 0\n", r"split.val_fraction is 0.0, train.calibration is 'temperature'; without val"),
 ], ids=["wrong type", "unknown choice", "too few faces to trim", "margin as large as the crop", "face framing, no margin",
         "temperature without val"])

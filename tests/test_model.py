@@ -38,7 +38,7 @@ def test_the_original_head_is_flatten_dense_dropout_dense():
     assert classifier.get_layer("dense").units == 512
 
 
-@pytest.mark.parametrize("framing, sees_the_margin", [("margin", True), ("face", False)])
+@pytest.mark.parametrize("framing, sees_the_margin", [("margin", True), ("face", False), ("padded_face", False)])
 def test_the_framing_decides_whether_the_model_sees_the_crop_outside_the_face_box(framing, sees_the_margin):
     margin = 10  # crops of 40 px: the face box is the centre 30 px
     classifier = model.build(TrainConfig(backbone="small_cnn", weights=None, image_size=32, cnn_filters=(4,),
@@ -50,6 +50,17 @@ def test_the_framing_decides_whether_the_model_sees_the_crop_outside_the_face_bo
     changed = np.abs(logit.predict(crops, verbose=0) - logit.predict(outside, verbose=0)).max()
     assert (changed > 1e-4) == sees_the_margin
     assert classifier.input_shape == (None, CROP_SIZE, CROP_SIZE, 3)  # scoring feeds whole crops either way
+
+
+def test_padded_face_framing_repeats_the_face_box_edges_over_the_margin_as_a_padded_face_image_is():
+    import cv2
+
+    margin = 9  # 4 px before the box, 5 after: facenet-pytorch's split of an odd margin
+    crops = _crops(3)
+    framed = np.asarray(model.FaceBoxEdges(margin // 2, margin - margin // 2)(crops))
+    box = crops[:, 4:CROP_SIZE - 5, 4:CROP_SIZE - 5]
+    expected = np.stack([cv2.copyMakeBorder(crop, 4, 5, 4, 5, cv2.BORDER_REPLICATE) for crop in box])
+    np.testing.assert_array_equal(framed, expected)
 
 
 @pytest.mark.parametrize("head, pooled_layer, pool", [
@@ -154,6 +165,7 @@ def _saved_srm_classifier(path: Path, image_size: int = CROP_SIZE, framing: str 
 
 
 @pytest.mark.parametrize("framing, image_size, offset", [("margin", CROP_SIZE, 0.0), ("face", CROP_SIZE - 8, 0.0),
+                                                         ("padded_face", CROP_SIZE, 0.0),
                                                          ("margin", CROP_SIZE, 1.5)])  # face: the box
 def test_onnx_export_agrees_with_keras_for_any_batch_size_and_records_the_keras_sha(tmp_path, framing, image_size,
                                                                                     offset):
