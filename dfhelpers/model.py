@@ -66,11 +66,12 @@ def build(train: TrainConfig, crop_size: int, margin: int = 0) -> keras.Model:
     backbone = _backbone_spec(train)
     crops = keras.Input((crop_size, crop_size, 3), name="crops")
     pixels, side = crops, crop_size
+    before, after = margin // 2, margin - margin // 2  # facenet-pytorch's extract_face: half the margin each side
     if train.framing == "face" and margin > 0:
-        side, before = crop_size - margin, margin // 2  # facenet-pytorch's extract_face: half the margin each side
-        pixels = keras.layers.Cropping2D(((before, margin - before),) * 2, name="face_box")(pixels)
+        side = crop_size - margin
+        pixels = keras.layers.Cropping2D(((before, after),) * 2, name="face_box")(pixels)
     elif train.framing == "padded_face" and margin > 0:
-        pixels = FaceBoxEdges(margin // 2, margin - margin // 2, name="face_box_edges")(pixels)
+        pixels = FaceBoxEdges(before, after, name="face_box_edges")(pixels)
     if train.image_size != side:
         pixels = keras.layers.Resizing(train.image_size, train.image_size, antialias=True, name="resize")(pixels)
     features = _scale(pixels, backbone)
