@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from dfhelpers import imagesets
 from dfhelpers.config import ScoreConfig
+from dfhelpers.errors import VideoReadError
 from dfhelpers.runfolder import LABELS
 
 # rank_score: the score before score.clip, which AUC, AP and EER rank by (the clip would tie confident videos)
@@ -125,7 +129,7 @@ def predictions_from_faces(videos: pd.DataFrame, faces: pd.DataFrame, statuses: 
     empty = pd.DataFrame({"track": pd.Series(dtype=int), "score": pd.Series(dtype=float)})
     for video, path, label in zip(videos["video"], videos["path"], _labels_of(videos)):
         video_faces = faces_by_video.get(video, empty)
-        scored = video_score(video_faces, score_cfg)
+        scored = video_score(video_faces, item_rule(path, score_cfg))
         status = _final_status(str(statuses.get(video, STATUS_OK)), scored["status"])
         if status.split(":")[0] in PRIOR_STATUSES:
             scored["score"], scored["rank_score"] = clip_score(score_cfg.prior, score_cfg), float(score_cfg.prior)
@@ -135,6 +139,25 @@ def predictions_from_faces(videos: pd.DataFrame, faces: pd.DataFrame, statuses: 
     predictions = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
     extra = [c for c in videos.columns if c not in PREDICTION_COLUMNS and c not in ("original", "group", "person")]
     return pd.concat([predictions, videos[extra].reset_index(drop=True)], axis=1) if extra else predictions
+
+
+def item_rule(path: str | Path, score_cfg: ScoreConfig) -> ScoreConfig:
+    """The score settings one item is judged by.
+
+    A video's sampled frames can give `min_faces` faces, and a shorter track than that does not
+    decide it. A face-image item has one frame per image, so one with fewer images than
+    `min_faces` (a single image: one face) is judged on the faces it has, trimming only while
+    one is left. One config thus scores a face set's images and a folder of videos alike.
+    """
+    if not imagesets.is_image_item(path):
+        return score_cfg
+    try:
+        offered = imagesets.n_frames(path)
+    except VideoReadError:  # a missing image or empty folder: its status gives it the prior
+        return score_cfg
+    if offered >= score_cfg.min_faces:
+        return score_cfg
+    return dataclasses.replace(score_cfg, min_faces=offered, trim=min(score_cfg.trim, (offered - 1) // 2))
 
 
 def is_failed(status: str) -> bool:

@@ -157,7 +157,7 @@ def test_the_split_keeps_each_family_of_face_images_on_one_side(tmp_path, tight_
 def test_an_image_folder_is_measured_at_frame_and_sequence_level(tmp_path, tight_face):
     folder = _sequence_folder(tmp_path / "sequences", tight_face)
     model_path = videos.save_tiny_model(tmp_path / "tiny.keras")
-    score_cfg = config.ScoreConfig(aggregation="mean", trim=0, min_faces=1, bootstrap=20)
+    score_cfg = config.ScoreConfig(aggregation="mean", trim=0, bootstrap=20)  # min_faces 12 > 3 images
     [(name, result)] = list(evaluation.evaluate_each([folder], model_path, FACES_CFG, score_cfg, tmp_path / "out",
                                                      labelled=True, progress=False))
     predictions = result["predictions"].set_index("video")

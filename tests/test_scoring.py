@@ -112,3 +112,29 @@ def test_a_video_keeps_its_score_before_the_clip_to_rank_by():
     assert sure["rank_score"] == pytest.approx(0.999) and surer["rank_score"] == pytest.approx(0.9999)
     no_face = scoring.video_score(faces_of([]), ScoreConfig())
     assert no_face["score"] == no_face["rank_score"] == 0.5
+
+
+def _predict(path, faces, score_cfg):
+    videos = pd.DataFrame({"video": ["item"], "path": [str(path)], "label": ["FAKE"]})
+    return scoring.predictions_from_faces(videos, faces.assign(video="item"), {}, score_cfg).iloc[0]
+
+
+def test_a_face_image_is_judged_on_its_one_face_and_a_sequence_on_the_faces_it_has(tmp_path):
+    image = tmp_path / "face.jpg"
+    image.write_bytes(b"not decoded here")
+    single = _predict(image, faces_of([0.8]), ScoreConfig())  # trimmed mean of 12 faces, trim 5
+    assert single["score"] == pytest.approx(0.8) and single["status"] == "ok" and single["verdict"] == "FAKE"
+    sequence = tmp_path / "sequence"
+    sequence.mkdir()
+    for index in range(3):
+        (sequence / f"{index:03d}.png").write_bytes(b"")
+    three = _predict(sequence, faces_of([0.1, 0.3, 0.9]), ScoreConfig())
+    assert three["score"] == pytest.approx(0.3) and three["status"] == "ok"  # trim 1: the middle face
+
+
+def test_a_video_still_needs_min_faces_and_a_short_track_does_not_decide_it(tmp_path):
+    faces = pd.concat([faces_of([0.2] * 30, track=0), faces_of([0.99], track=1)])  # one stray detection
+    video = _predict(tmp_path / "clip.mp4", faces, ScoreConfig(aggregation="mean", trim=0))
+    assert video["score"] == pytest.approx(0.2) and video["faces_used"] == 30
+    few = _predict(tmp_path / "clip.mp4", faces_of([0.9] * 3), ScoreConfig())
+    assert few["score"] == 0.5 and few["status"].startswith("few_faces:")
