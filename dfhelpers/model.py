@@ -17,6 +17,7 @@ from dfhelpers.errors import ConfigError, MissingWeightsError, ModelLoadError
 
 LOGIT_LAYER = "fake_logit"  # the head's last Dense: an unbounded score, positive = FAKE
 TEMPERATURE_LAYER = "temperature"  # Rescaling(1 / T, offset b) between the logit and the sigmoid, fitted on val
+FRAMING_LAYER = {"face": "face_box", "padded_face": "face_box_edges"}  # train.framing -> the layer that frames
 ONNX_TOLERANCE = 1e-4  # max |P(FAKE) difference| between Keras and onnxruntime (measured: 2.4e-7)
 ONNX_CHECK_CROPS = 4  # random crops the export is verified on (in batches of 1 and all: the batch dim is free)
 
@@ -69,9 +70,9 @@ def build(train: TrainConfig, crop_size: int, margin: int = 0) -> keras.Model:
     before, after = margin // 2, margin - margin // 2  # facenet-pytorch's extract_face: half the margin each side
     if train.framing == "face" and margin > 0:
         side = crop_size - margin
-        pixels = keras.layers.Cropping2D(((before, after),) * 2, name="face_box")(pixels)
+        pixels = keras.layers.Cropping2D(((before, after),) * 2, name=FRAMING_LAYER["face"])(pixels)
     elif train.framing == "padded_face" and margin > 0:
-        pixels = FaceBoxEdges(before, after, name="face_box_edges")(pixels)
+        pixels = FaceBoxEdges(before, after, name=FRAMING_LAYER["padded_face"])(pixels)
     if train.image_size != side:
         pixels = keras.layers.Resizing(train.image_size, train.image_size, antialias=True, name="resize")(pixels)
     features = _scale(pixels, backbone)
@@ -152,8 +153,18 @@ def initialize_from(classifier: keras.Model, parent_path: str | Path) -> dict[st
         raise ConfigError(f"train.init {parent_path}: a {parent.name} with {len(theirs)} weight arrays cannot "
                           f"start a {classifier.name} with {len(ours)}; set train.backbone, head and image_size "
                           "as the model was trained")
+    if framing_of(parent) != framing_of(classifier):
+        warnings.warn(f"train.init {parent_path}: it learned framing {framing_of(parent)}, this model is built with "
+                      f"{framing_of(classifier)}; set train.framing: {framing_of(parent)} to fine-tune on the framing "
+                      "its features learned (docs/face-datasets.md)", stacklevel=2)
     classifier.set_weights(theirs)
     return {"path": str(parent_path), "sha256": files.sha256(parent_path)}
+
+
+def framing_of(classifier: keras.Model) -> str:
+    """The train.framing a classifier was built with, read from its layers ("margin": none frames the crop)."""
+    names = {layer.name for layer in classifier.layers}
+    return next((framing for framing, layer in FRAMING_LAYER.items() if layer in names), "margin")
 
 
 def load(path: str | Path) -> keras.Model:

@@ -1,6 +1,7 @@
 """dfhelpers.train: fit, resume after an interruption, skip when complete, card, evaluation."""
 
 import json
+import warnings
 from pathlib import Path
 
 import keras
@@ -314,6 +315,20 @@ def test_init_starts_from_a_trained_classifier_and_the_card_names_it(tmp_path):
                                                         parent.get_weights()))
     card = train.fit(child_cfg, progress=False)
     assert card["init"] == {"path": str(parent_cfg.model_path), "sha256": files.sha256(parent_cfg.model_path)}
+
+
+def test_init_of_another_framing_warns_and_names_the_framing_it_learned(tmp_path):
+    crops.write_square_run(tmp_path, CROP_SIZE)
+    parent_cfg = _config(tmp_path, model_name="parent", epochs=1, framing="padded_face")
+    train.fit(parent_cfg, progress=False)
+    same = _config(tmp_path, model_name="same", framing="padded_face", init=str(parent_cfg.model_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.initialize_from(model.build(same.train, CROP_SIZE, margin=8), same.train.init)
+    other = _config(tmp_path, model_name="other", init=str(parent_cfg.model_path))  # framing: margin
+    with pytest.warns(UserWarning, match="learned framing padded_face, this model is built with margin; "
+                                         "set train.framing: padded_face"):
+        model.initialize_from(model.build(other.train, CROP_SIZE, margin=8), other.train.init)
 
 
 def test_zero_epochs_calibrates_the_parent_on_every_crop_outside_test_and_trains_nothing(tmp_path):
