@@ -146,8 +146,8 @@ def item_rule(path: str | Path, score_cfg: ScoreConfig) -> ScoreConfig:
 
     A video's sampled frames can give `min_faces` faces, and a shorter track than that does not
     decide it. A face-image item has one frame per image, so one with fewer images than
-    `min_faces` (a single image: one face) is judged on the faces it has, trimming only while
-    one is left. One config thus scores a face set's images and a folder of videos alike.
+    `min_faces` needs a face in each image instead (a single image: its one face), trimming only
+    while one is left. One config thus scores a face set's images and a folder of videos alike.
     """
     if not imagesets.is_image_item(path):
         return score_cfg

@@ -122,7 +122,7 @@ def _predict(path, faces, score_cfg):
 def test_a_face_image_is_judged_on_its_one_face_and_a_sequence_on_the_faces_it_has(tmp_path):
     image = tmp_path / "face.jpg"
     image.write_bytes(b"not decoded here")
-    single = _predict(image, faces_of([0.8]), ScoreConfig())  # trimmed mean of 12 faces, trim 5
+    single = _predict(image, faces_of([0.8]), ScoreConfig())  # the defaults: min_faces 12, trimmed mean, trim 5
     assert single["score"] == pytest.approx(0.8) and single["status"] == "ok" and single["verdict"] == "FAKE"
     sequence = tmp_path / "sequence"
     sequence.mkdir()
@@ -130,6 +130,8 @@ def test_a_face_image_is_judged_on_its_one_face_and_a_sequence_on_the_faces_it_h
         (sequence / f"{index:03d}.png").write_bytes(b"")
     three = _predict(sequence, faces_of([0.1, 0.3, 0.9]), ScoreConfig())
     assert three["score"] == pytest.approx(0.3) and three["status"] == "ok"  # trim 1: the middle face
+    missed = _predict(sequence, faces_of([0.1, 0.9]), ScoreConfig())  # no face found in one image
+    assert missed["score"] == 0.5 and missed["status"].startswith("few_faces:")
 
 
 def test_a_video_still_needs_min_faces_and_a_short_track_does_not_decide_it(tmp_path):
