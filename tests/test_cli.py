@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dfhelpers import cli, scoring
-from videos import close_up_video, save_tiny_model
+from videos import close_up_video, save_tiny_model, tight_face, write_image
 
 DFDETECT = Path(sys.executable).with_name("dfdetect")
 
@@ -58,6 +58,14 @@ def test_json_lines_for_videos_that_all_score_and_exit_code_0(folder_with_a_brok
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert row["video"] == "face_again.mov" and row["status"] == "ok" and row["n_faces"] == 8
     assert row["verdict"] in ("REAL", "FAKE") and 0.0 < row["score"] < 1.0
+
+
+def test_a_face_image_is_judged_on_its_one_face_with_the_defaults(tiny_model, tmp_path):
+    image = write_image(tmp_path / "face.jpg", tight_face())
+    result = run_dfdetect("predict", image, "--model", tiny_model, "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["status"] == "ok" and row["n_faces"] == 1 and row["verdict"] in ("REAL", "FAKE")
 
 
 def test_a_missing_model_is_a_one_line_error_with_exit_code_2(folder_with_a_broken_file, tmp_path):
