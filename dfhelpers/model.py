@@ -153,10 +153,11 @@ def initialize_from(classifier: keras.Model, parent_path: str | Path) -> dict[st
         raise ConfigError(f"train.init {parent_path}: a {parent.name} with {len(theirs)} weight arrays cannot "
                           f"start a {classifier.name} with {len(ours)}; set train.backbone, head and image_size "
                           "as the model was trained")
-    if framing_of(parent) != framing_of(classifier):
-        warnings.warn(f"train.init {parent_path}: it learned framing {framing_of(parent)}, this model is built with "
-                      f"{framing_of(classifier)}; set train.framing: {framing_of(parent)} to fine-tune on the framing "
-                      "its features learned (docs/face-datasets.md)", stacklevel=2)
+    learned, built = framing_of(parent), framing_of(classifier)
+    if learned != built:
+        warnings.warn(f"train.init {parent_path}: it learned framing {learned}, this model is built with {built}; "
+                      f"set train.framing: {learned} to fine-tune on the framing its features learned "
+                      "(docs/face-datasets.md)", stacklevel=2)
     classifier.set_weights(theirs)
     return {"path": str(parent_path), "sha256": files.sha256(parent_path)}
 
