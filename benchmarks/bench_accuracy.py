@@ -13,6 +13,8 @@ other groups of the same folder: the held-out figure of real-data training.
 --against BASELINE.keras scores a second model on the same videos and prints MODEL minus
 BASELINE for each metric, with intervals from a paired bootstrap (each draw takes the same
 videos for both): two recipes compared on one small set, where their own intervals overlap.
+--against-set KEY=VALUE scores the baseline with a setting of the config changed (the model is
+MODEL itself without --against): one scoring choice, e.g. score.mirror, compared paired.
 
     python benchmarks/bench_accuracy.py runs/sample/models/sample.keras DEVSET \\
         --out benchmarks/results/accuracy_demo_faceforensics.json
@@ -53,19 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dfdetect-accuracy-") as scratch:
         cache_root = Path(args.cache) if args.cache else Path(scratch)
-        scored = score_videos([Path(args.model)] + ([Path(args.against)] if args.against else []), videos,
-                              faces_cfg, score_cfg, args, cache_root)
+        scored = score_videos([(Path(args.model), faces_cfg, score_cfg)] + _baseline(args, faces_cfg, score_cfg),
+                              videos, args, cache_root)
     predictions, face_scores = scored[0]
     metrics = evaluate(predictions, score_cfg.threshold, face_scores, n_bootstrap=args.bootstrap,
                        seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
     summary = summarise(metrics)
     print(metrics_table(metrics).to_string(), flush=True)
-    if args.against:
+    if args.against or args.against_set:
         comparison = compare(scored[1][0], predictions, score_cfg.threshold, n_bootstrap=args.bootstrap,
                              seed=score_cfg.bootstrap_seed, confidence=score_cfg.confidence)
-        print(f"{args.model} minus {args.against}, {comparison['n_videos']} videos, paired bootstrap "
-              f"({comparison['bootstrap']['n']} draws):\n{comparison_table(comparison).to_string()}", flush=True)
-        summary["against"] = {"model": str(args.against), "model_card": _card(Path(args.against)),
+        baseline = Path(args.against or args.model)
+        print(f"{args.model} minus {baseline}{''.join(' ' + item for item in args.against_set)}, "
+              f"{comparison['n_videos']} videos, paired bootstrap ({comparison['bootstrap']['n']} draws):\n"
+              f"{comparison_table(comparison).to_string()}", flush=True)
+        summary["against"] = {"model": str(baseline), "model_card": _card(baseline), "settings": args.against_set,
                               **_rounded_comparison(comparison)}
     _common.write_result({"benchmark": "accuracy", "model": str(args.model), "model_card": _card(Path(args.model)),
                           "folder": str(args.folder), "groups_from": args.groups_from, "split": args.split,
@@ -74,18 +78,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def score_videos(models: list[Path], videos: pd.DataFrame, faces_cfg: config.FacesConfig,
-                 score_cfg: config.ScoreConfig, args: argparse.Namespace,
-                 cache_root: Path) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-    """(predictions, faces) of each model on the chosen videos: from stored crops, or through the
-    engine with faces detected once (the first model's pass feeds the others' caches)."""
-    scorers = [engine.VideoScorer(model, faces_cfg, score_cfg) for model in models]
+def score_videos(models: list[tuple[Path, config.FacesConfig, config.ScoreConfig]], videos: pd.DataFrame,
+                 args: argparse.Namespace, cache_root: Path) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(predictions, faces) of each (model, faces settings, score settings) on the chosen videos: from
+    stored crops, or through the engine with faces detected once where the face settings are the
+    first's (its pass feeds the others' caches)."""
+    scorers = [engine.VideoScorer(model, faces_cfg, score_cfg) for model, faces_cfg, score_cfg in models]
     if args.crops_from:
         return [score_stored_crops(videos, scorer, Path(args.crops_from)) for scorer in scorers]
-    caches = [engine.ScoreCache.for_model(cache_root, model, faces_cfg) for model in models]
-    also = list(zip(scorers[1:], caches[1:]))
+    caches = [engine.ScoreCache.for_scorer(cache_root, scorer) for scorer in scorers]
+    also = [(scorer, cache) for scorer, cache in zip(scorers[1:], caches[1:]) if scorer.faces_cfg == scorers[0].faces_cfg]
     return [engine.score_table(videos, scorer, cache, progress=True, also=also if index == 0 else ())
             for index, (scorer, cache) in enumerate(zip(scorers, caches))]
+
+
+def _baseline(args: argparse.Namespace, faces_cfg: config.FacesConfig,
+              score_cfg: config.ScoreConfig) -> list[tuple[Path, config.FacesConfig, config.ScoreConfig]]:
+    """The baseline to measure against, if any: --against's model (default MODEL) with --against-set's settings."""
+    if not (args.against or args.against_set):
+        return []
+    if args.against_set:
+        import yaml
+
+        pairs = [item.partition("=") for item in args.against_set]
+        if not args.config or any(not sep or not key.startswith(("score.", "faces.")) for key, sep, _ in pairs):
+            raise SystemExit(f"--against-set {' '.join(args.against_set)}: give score.NAME=VALUE or faces.NAME=VALUE "
+                             "settings of the --config file")
+        changed = config.load(args.config, {key: yaml.safe_load(value) for key, _, value in pairs})
+        faces_cfg, score_cfg = changed.faces, changed.score
+    return [(Path(args.against or args.model), faces_cfg, score_cfg)]
 
 
 def select_videos(folder: Path, groups_from: str | None, split: str) -> pd.DataFrame:
@@ -202,6 +223,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--against", metavar="BASELINE.keras",
                         help="also score this model on the same videos and print MODEL minus it, with paired "
                              "bootstrap intervals: whether one recipe beats another on a small set")
+    parser.add_argument("--against-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="score the baseline (--against, or MODEL itself) with this setting of --config changed, "
+                             "e.g. score.mirror=false: one scoring choice compared paired (repeatable)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="resamples of the videos (default 2000)")
     parser.add_argument("--cache", help="keep the face scores in this folder (a re-run scores nothing twice)")
     parser.add_argument("--out", type=Path, help="write the JSON here too (benchmarks/results/...)")

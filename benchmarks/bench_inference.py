@@ -22,8 +22,9 @@ Everything runs in this process, in one run, on the same files and the same mode
   ways, and the agreement (IoU >= 0.5) of matched faces.
 
 - model call: the same crops of each video through the model on the runtime the engine chose
-  (onnxruntime when M has an up-to-date M.onnx: engine.choose_model) and through Keras
-  (a traced tf.function, as the engine's fallback), median of R.
+  (onnxruntime when M has an up-to-date M.onnx: engine.choose_model), on it with score.mirror
+  (each crop and its mirror) and through Keras (a traced tf.function, as the engine's
+  fallback), median of R.
 
 Speed does not depend on the weights, so --build-model builds the model (weights=None, random)
 when M does not exist; the output says so. Imports and model loading are reported on their
@@ -80,7 +81,9 @@ def main() -> int:
           + ", ".join(f"{name} {min(o['runs']):.2f}-{max(o['runs']):.2f} s" for name, o in ours.items()))
     print(f"model call per video ({model_calls['faces_per_video']:.0f} faces, median of {args.repeats}): "
           f"{scorer.choice.runtime} {model_calls['engine_s'] * 1000:.0f} ms, keras {model_calls['keras_s'] * 1000:.0f} ms; "
-          f"max |P(FAKE) difference| {model_calls['max_difference']:.1e}", flush=True)
+          f"max |P(FAKE) difference| {model_calls['max_difference']:.1e}; with score.mirror "
+          f"{model_calls['mirror_s'] * 1000:.0f} ms = +{(model_calls['mirror_s'] - model_calls['engine_s']) / folder_s:.1%} "
+          f"of the folder figure", flush=True)
     summary.update({"runtime": scorer.choice.runtime, "model_call": model_calls,
                     "ours_folder_min_max_s_per_video": [round(min(folder_runs), 3), round(max(folder_runs), 3)],
                     "ours_one_video_min_max_s": {name: [round(min(o["runs"]), 3), round(max(o["runs"]), 3)]
@@ -173,7 +176,9 @@ def _ours_alone(scorer, path: Path, repeats: int) -> dict:
 
 
 def _model_calls(scorer, crops_per_video: list[np.ndarray], repeats: int) -> dict:
-    """Seconds per video of the engine's model call and of Keras' on the same crops, and their largest difference."""
+    """Seconds per video of the engine's model call (without and with score.mirror) and of Keras' on the same
+    crops, and the largest difference of the engine's and Keras' scores."""
+    import dataclasses
     import tempfile
 
     from dfhelpers import engine
@@ -182,9 +187,11 @@ def _model_calls(scorer, crops_per_video: list[np.ndarray], repeats: int) -> dic
         keras_copy = Path(folder) / "keras_only.keras"
         keras_copy.write_bytes(scorer.choice.keras_path.read_bytes())
         keras_scorer = engine.VideoScorer(keras_copy, scorer.faces_cfg, scorer.score_cfg).load()
+    mirrored = engine.VideoScorer(scorer.model_path, scorer.faces_cfg,
+                                  dataclasses.replace(scorer.score_cfg, mirror=True)).load()
     crops_per_video = [crops for crops in crops_per_video if len(crops)]
     timings = {}
-    for name, runner in (("engine_s", scorer), ("keras_s", keras_scorer)):
+    for name, runner in (("engine_s", scorer), ("mirror_s", mirrored), ("keras_s", keras_scorer)):
         runner.predict(crops_per_video[0])  # warm-up
         timings[name] = statistics.median(_timed(lambda: [runner.predict(crops) for crops in crops_per_video])[1]
                                           for _ in range(max(1, repeats))) / len(crops_per_video)

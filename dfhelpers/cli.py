@@ -148,8 +148,9 @@ def evaluate(folders: list[str], model_path: Path, out: Path, config_path: Optio
         if not path.is_file():
             raise ModelLoadError(f"{path}: model file not found; pass a .keras file saved by notebook 04")
     # the baseline scores the crops this run extracts, into the cache its own measurement reads
-    also = [] if against is None else [(engine.VideoScorer(against, faces_cfg, score_cfg), engine.ScoreCache.for_model(
-        out / "against" / runfolder.SCORE_CACHE_DIR, against, faces_cfg))]
+    baseline = None if against is None else engine.VideoScorer(against, faces_cfg, score_cfg)
+    also = [] if baseline is None else [
+        (baseline, engine.ScoreCache.for_scorer(out / "against" / runfolder.SCORE_CACHE_DIR, baseline))]
 
     def load_quietly(scorer: engine.VideoScorer) -> None:
         for each in [scorer, *(other for other, _ in also)]:

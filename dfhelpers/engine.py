@@ -223,10 +223,25 @@ class VideoScorer:
                                    seconds=round(extracted.seconds + time.perf_counter() - started, 3))
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
-        """P(FAKE) per crop, (k,) float64; crops (k, size, size, 3) uint8, in batches of score.batch_size."""
+        """P(FAKE) per crop, (k,) float64; crops (k, size, size, 3) uint8, in batches of score.batch_size.
+
+        With score.mirror each crop's P(FAKE) is the mean of its own and its left-right mirror's.
+        """
         if len(crops) == 0:
             return np.zeros(0, dtype=np.float64)
         self.load()
+        fake_probability = self._forward(crops)
+        if self.score_cfg.mirror:
+            fake_probability = (fake_probability + self._forward(crops[:, :, ::-1])) / 2
+        return fake_probability
+
+    def cache_key(self) -> str:
+        """What fixes this scorer's face scores: the model file's bytes, the face settings, the mirror."""
+        key = f"{file_digest(self.model_path)[:16]}-{settings_digest(self.faces_cfg)[:8]}"
+        return key + "-mirror" if self.score_cfg.mirror else key
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        """The model's P(FAKE) per crop, in batches of score.batch_size."""
         batch_size = max(1, self.score_cfg.batch_size)
         outputs = [self._predict_batch(crops[start:start + batch_size].astype(np.float32))
                    for start in range(0, len(crops), batch_size)]
@@ -234,9 +249,9 @@ class VideoScorer:
 
 
 class ScoreCache:
-    """Face scores per video on disk, keyed by model file hash and face settings: resume, never rescore.
+    """Face scores per video on disk, keyed by model file hash, face settings and score.mirror: resume, never rescore.
 
-    Aggregation is not part of the key: changing score settings re-aggregates cached face
+    Aggregation is not part of the key: changing the video rule's settings re-aggregates cached face
     scores. A video file replaced under the same name (size or mtime changed) is rescored.
     """
 
@@ -246,9 +261,9 @@ class ScoreCache:
         self.work_dir = work_dir
 
     @classmethod
-    def for_model(cls, root: Path, model_path: Path, faces_cfg: FacesConfig, **kwargs: Any) -> "ScoreCache":
-        """The cache folder of one model file and face settings under `root`."""
-        return cls(Path(root) / f"{file_digest(model_path)[:16]}-{settings_digest(faces_cfg)[:8]}", **kwargs)
+    def for_scorer(cls, root: Path, scorer: VideoScorer, **kwargs: Any) -> "ScoreCache":
+        """The cache folder under `root` of what fixes a scorer's face scores (VideoScorer.cache_key)."""
+        return cls(Path(root) / scorer.cache_key(), **kwargs)
 
     def load(self, path: str | Path) -> Optional[ScoredVideo]:
         """The cached result for a video file, or None (absent, from another version, or corrupt)."""

@@ -59,9 +59,9 @@ def evaluate_each(folders: Sequence[str | Path], model_path: str | Path, faces_c
         MetadataError: a folder is missing, or (`labelled`) has no labels, or malformed ones.
     """
     tables = [(Path(folder).name, _videos_of(Path(folder), labelled, labels_csv)) for folder in folders]
-    cache = engine.ScoreCache.for_model(Path(out_dir) / runfolder.SCORE_CACHE_DIR, model_path, faces_cfg,
-                                        crops_dir=crops_dir, work_dir=work_dir)
     scorer = engine.VideoScorer(model_path, faces_cfg, score_cfg)  # loads only when a video is not cached
+    cache = engine.ScoreCache.for_scorer(Path(out_dir) / runfolder.SCORE_CACHE_DIR, scorer,
+                                         crops_dir=crops_dir, work_dir=work_dir)
     reports_dirs: dict[str, Path] = {}
     for folder_name, videos in tables:
         if before_scoring is not None and any(cache.load(path) is None for path in videos["path"]):

@@ -105,6 +105,23 @@ def _save_colour_and_place_model(path, crop_size=160):
     return path
 
 
+def test_against_set_compares_one_scoring_choice_of_the_same_model_paired(bench, labelled, tmp_path):
+    folder, run_yaml = labelled
+    model = _save_colour_and_place_model(tmp_path / "corner.keras")
+    mirrored_yaml = tmp_path / "mirrored.yaml"
+    mirrored_yaml.write_text(run_yaml.read_text().replace("score:\n", "score:\n  mirror: true\n"))
+    plain = _measure(bench, model, folder, run_yaml, tmp_path / "plain.json")
+    mirrored = _measure(bench, model, folder, mirrored_yaml, tmp_path / "mirrored.json")
+    paired = _measure(bench, model, folder, mirrored_yaml, tmp_path / "paired.json", "--against-set", "score.mirror=false")
+    against = paired["against"]
+    assert against["model"] == str(model) and against["settings"] == ["score.mirror=false"]
+    assert paired["video"] == mirrored["video"]
+    difference = mirrored["video"]["log_loss"] - plain["video"]["log_loss"]
+    assert difference != 0 and against["difference"]["log_loss"] == pytest.approx(difference, abs=2e-4)
+    with pytest.raises(SystemExit, match="score.NAME=VALUE"):
+        bench.main([str(model), str(folder), "--config", str(mirrored_yaml), "--against-set", "mirror=false"])
+
+
 def test_crops_from_a_run_gives_the_figures_of_scoring_its_videos_again(bench, cropped, tmp_path):
     folder, run_yaml, cfg = cropped
     model = _save_colour_and_place_model(tmp_path / "corner.keras")

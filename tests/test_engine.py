@@ -27,8 +27,9 @@ def test_another_model_scores_the_same_crops_into_its_cache_so_measuring_it_dete
     faces_cfg, score_cfg = config.FacesConfig(), config.ScoreConfig()
     scorer = engine.VideoScorer(save_tiny_model(tmp_path / "tiny.keras"), faces_cfg, score_cfg)
     baseline_path = save_tiny_model(tmp_path / "sharper.keras", sharpness=3.0)
-    baseline_cache = engine.ScoreCache.for_model(tmp_path / "against", baseline_path, faces_cfg)
-    also = [(engine.VideoScorer(baseline_path, faces_cfg, score_cfg), baseline_cache)]
+    baseline = engine.VideoScorer(baseline_path, faces_cfg, score_cfg)
+    baseline_cache = engine.ScoreCache.for_scorer(tmp_path / "against", baseline)
+    also = [(baseline, baseline_cache)]
     mine = list(engine.score_paths(paths, scorer, progress=False, also=also))
     for path, scored in zip(paths, mine):
         stored = baseline_cache.load(path)
@@ -78,6 +79,21 @@ def _save_srm_classifier(path):
                                                 cnn_filters=(4, 8)), crop_size=160)
     classifier.save(path)
     return path
+
+
+def test_mirror_averages_each_face_with_its_left_right_mirror_and_keeps_a_cache_of_its_own(tmp_path):
+    keras_path = _save_srm_classifier(tmp_path / "classifier.keras")
+    plain = engine.VideoScorer(keras_path, config.FacesConfig(), config.ScoreConfig()).load()
+    mirrored = engine.VideoScorer(keras_path, config.FacesConfig(), config.ScoreConfig(mirror=True)).load()
+    crops = np.random.default_rng(0).integers(0, 256, (5, 160, 160, 3), dtype=np.uint8)
+    own, of_mirror = plain.predict(crops), plain.predict(np.ascontiguousarray(crops[:, :, ::-1]))
+    assert np.abs(own - of_mirror).max() > 1e-3  # the classifier tells a crop from its mirror
+    np.testing.assert_allclose(mirrored.predict(crops), (own + of_mirror) / 2, rtol=1e-5)
+    symmetric = np.concatenate([crops[:, :, :80], crops[:, :, :80][:, :, ::-1]], axis=2)
+    np.testing.assert_allclose(mirrored.predict(symmetric), plain.predict(symmetric), rtol=1e-5)
+    # face scores of one model file are cached apart with and without the mirror: never one read as the other
+    assert engine.ScoreCache.for_scorer(tmp_path, plain).cache_dir != engine.ScoreCache.for_scorer(
+        tmp_path, mirrored).cache_dir
 
 
 def test_which_model_file_scores_is_the_up_to_date_sidecar_else_keras_with_a_note(tmp_path):
