@@ -144,6 +144,15 @@ def _number(key: str, unit: str = "") -> Callable[[Record], str]:
     return cell
 
 
+def _model_calls(record: Record) -> str:
+    """The model call per video, without and with the mirror: "329 / 659 ms (50 faces)"; older runs timed one."""
+    engine_s, mirror_s = _value(record, "model_call.engine_s"), _value(record, "model_call.mirror_s")
+    if engine_s is None or mirror_s is None:
+        return MISSING
+    faces = _value(record, "model_call.faces_per_video")
+    return f"{engine_s * 1000:.0f} / {mirror_s * 1000:.0f} ms ({faces:.0f} faces)"
+
+
 def _with_ratio(key: str, ratio_key: str) -> Callable[[Record], str]:
     """Seconds with a ratio beside them: "0.928 s (0.31×)"."""
     def cell(record: Record) -> str:
@@ -306,6 +315,7 @@ INFERENCE_COLUMNS: list[Column] = [
     ("as original, extrapolated (folder faster by)",
      _as_original("original_every_frame_s_per_video", "speedup_vs_original_folder")),
     ("recall against full-resolution MTCNN", _recall),
+    ("model call per video: without / with `score.mirror`", _model_calls),
 ]
 
 STARTUP_COLUMNS: list[Column] = [
@@ -332,7 +342,8 @@ ACCURACY_COLUMNS: list[Column] = [
 ]
 
 COMPARISON_COLUMNS: list[Column] = [
-    ("baseline", lambda record: f"`{Path(str(_value(record, 'against.model'))).name}`"),
+    ("baseline", lambda record: " ".join([f"`{Path(str(_value(record, 'against.model'))).name}`",
+                                          *(f"`{setting}`" for setting in _value(record, "against.settings") or [])])),
     ("videos", _number("against.n_videos")),
     ("AUC difference [95%]", _difference("auc")), ("log loss difference [95%]", _difference("log_loss")),
     ("AUC higher in", _share("against.better_share.auc")),

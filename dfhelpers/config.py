@@ -227,7 +227,7 @@ class ScoreConfig:
     # several people: the most suspicious face track decides; "all" pools every face (original.yaml)
     per_track: Literal["max", "all"] = "max"
     # each face also scored as its left-right mirror, the two P(FAKE) averaged: a second model pass per face for
-    # steadier face scores (docs/scoring.md); training shows faces mirrored, so both views are ones it learnt
+    # steadier face scores (docs/scoring.md); train.horizontal_flip shows faces mirrored, so both views are learnt
     mirror: bool = False
     batch_size: int = 64  # faces per model call: all faces of a 32-frame video in one or two calls
     threads: int = 2  # videos decoded and detected at once; 2 keeps both cores busy (1 detector thread each)
