@@ -13,7 +13,8 @@ measures the model as bench_accuracy does:
   FaceForensics++ development videos, from a run whose face stage cropped them (--cross-crops),
   at video level.
 
-Training resumes, and a model already trained is reused, so an interrupted curve continues.
+Training resumes, and a model already trained is reused (its training time read from its history,
+its memory not watched again), so an interrupted curve continues.
 
     python benchmarks/bench_learning_curve.py --config faces.yaml --families 1000 4000 all \\
         --cross DEVSET --cross-crops runs/ffpp --out benchmarks/results/learning_curve_deepfake_faces.json
@@ -53,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             card = train.fit(cfg)
         epoch_seconds = train.read_history(cfg)["seconds"]
         point = {"families": families, "n_train_families": int(split_families(cfg)),
-                 "n_train_crops": card["n_train_crops"], "train_seconds": round(time.monotonic() - started, 1),
-                 # a model trained by an earlier run of the curve is reused: its run's memory was not watched
+                 # a model trained by an earlier run of the curve is reused: its epochs' seconds, as its history
+                 # recorded them, are its training time, and its run's memory was not watched
+                 "n_train_crops": card["n_train_crops"],
+                 "train_seconds": round(float(epoch_seconds.sum()) if was_trained else time.monotonic() - started, 1),
                  "train_peak_rss_mb": None if was_trained else memory.peak_mb,
                  "epoch_seconds_median": round(float(epoch_seconds.median()), 1), "epochs": int(len(epoch_seconds)),
                  "model": str(cfg.model_path), "in_domain": measure(cfg, base.data_dirs[0], base, args)}

@@ -65,3 +65,11 @@ def test_the_curve_trains_each_point_and_measures_it_in_domain_and_across_datase
         assert Path(point["model"]).is_file() and point["in_domain"]["n_videos"] == test_items
         assert point["cross"]["n_videos"] == 30 and len(point["in_domain"]["intervals"]["auc"]) == 2
         assert point["train_peak_rss_mb"] > 100 and point["epochs"] == 1 and point["epoch_seconds_median"] > 0
+    # run again: each model is reused, and its training time is what its history recorded, not the seconds of reuse
+    again = tmp_path / "again.json"
+    assert bench.main(["--config", str(run_yaml), "--families", "2", "--bootstrap", "20",
+                       "--runs", str(tmp_path / "points"), "--out", str(again)]) == 0
+    reused, = json.loads(again.read_text())["points"]
+    history = pd.read_csv(Path(points[0]["model"]).with_suffix(".history.csv"))
+    assert reused["train_peak_rss_mb"] is None and reused["in_domain"] == points[0]["in_domain"]
+    assert reused["train_seconds"] == round(float(history["seconds"].sum()), 1) > 0
